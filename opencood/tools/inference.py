@@ -1,0 +1,154 @@
+"""Evaluate a trained run on the test split.
+
+``python opencood/tools/inference.py --model_dir RUN_DIR [--fusion_method intermediate|early|late|single|no]``
+
+Writes ``eval_<info>.yaml`` and ``eval_global_sort_<info>.yaml`` (AP@0.3/0.5/0.7, precision/recall)
+into the run folder, where info = ``<fusion><note>_<x>_<y>_epoch<E>`` (x, y = GT range half sizes);
+``--save_vis`` writes BEV pictures (headless) to ``vis_<info>/``.
+"""
+import argparse
+import copy
+import os
+import sys
+import time
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from opencood.data_utils.datasets import build_dataset
+from opencood.hypes_yaml.yaml_utils import load_yaml, require
+from opencood.tools import inference_utils, train_utils
+from opencood.utils import eval_utils
+from opencood.utils.errors import ConfigError, OpencoodError, one_line
+
+FUSION_METHODS = ("intermediate", "early", "late", "single", "no")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description="Run a trained model on the test split and compute AP.")
+    p.add_argument("--model_dir", required=True, help="run folder with config.yaml and checkpoints")
+    p.add_argument("--fusion_method", "-f", default="intermediate", choices=FUSION_METHODS)
+    p.add_argument("--save_vis", action="store_true", help="write BEV pictures of GT vs predictions")
+    p.add_argument("--save_vis_interval", type=int, default=40, help="picture every N frames")
+    p.add_argument("--save_npy", action="store_true", help="write npy/ point clouds, predictions, GT")
+    p.add_argument("--range", default=None,
+                   help="'X,Y': evaluate on [-X,-Y,zmin,X,Y,zmax] (rewrites every range in the config)")
+    p.add_argument("--note", default="", help="suffix of the result file names")
+    p.add_argument("--num_workers", type=int, default=2)
+    p.add_argument("--max_frames", type=int, default=None, help="stop after N test frames (quick checks)")
+    return p
+
+
+def set_eval_range(hypes, x, y):
+    """Rewrite cav_lidar_range / lidar_range / gt_range everywhere to [-x,-y,zmin,x,y,zmax] and re-derive."""
+    from opencood.hypes_yaml.yaml_utils import YAML_PARSERS
+
+    def walk(node):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k in ("cav_lidar_range", "lidar_range", "gt_range") and isinstance(v, list) and len(v) == 6:
+                    node[k] = [-x, -y, v[2], x, y, v[5]]
+                else:
+                    walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(hypes)
+    return YAML_PARSERS[hypes.get("yaml_parser", "load_general_params")](hypes)
+
+
+def prepare_hypes(opt):
+    """Config of the run folder, adjusted for testing (test split, range, fusion style)."""
+    hypes = load_yaml(None, opt)
+    if opt.range:
+        try:
+            x, y = (float(v) for v in opt.range.split(","))
+        except ValueError:
+            raise ConfigError(f"--range: expected 'X,Y' in metres, got '{opt.range}'") from None
+        hypes = set_eval_range(hypes, x, y)
+    hypes["validate_dir"] = require(hypes, "test_dir")
+    if opt.fusion_method == "single":
+        # ego features only, scored against the ego's own ground truth
+        hypes["train_params"]["max_cav"] = 1
+    elif opt.fusion_method == "no":
+        # ego features only, scored against the ground truth of every agent in range
+        hypes.setdefault("fusion", {}).setdefault("args", {})["use_cav"] = 1
+    return hypes
+
+
+def evaluate(model, dataset, opt, saved_path, infer_info, device):
+    """Loop over the test set; returns (result_stat, seconds per frame)."""
+    loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=opt.num_workers,
+                        collate_fn=dataset.collate_batch_test, pin_memory=device.type == "cuda")
+    result_stat = {iou: {"tp": [], "fp": [], "gt": 0, "score": []} for iou in (0.3, 0.5, 0.7)}
+    infer_fn = {"intermediate": inference_utils.inference_intermediate_fusion,
+                "early": inference_utils.inference_early_fusion,
+                "late": inference_utils.inference_late_fusion}.get(opt.fusion_method,
+                                                                   inference_utils.inference_intermediate_fusion)
+    vis_dir = os.path.join(saved_path, f"vis_{infer_info}")
+    model_time, frames = 0.0, 0
+    for i, batch in enumerate(tqdm(loader, desc="inference", file=sys.stdout)):
+        if opt.max_frames is not None and i >= opt.max_frames:
+            break
+        if batch is None:
+            continue
+        with torch.no_grad():
+            batch = train_utils.to_device(batch, device)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            res = infer_fn(batch, model, dataset)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            model_time += time.perf_counter() - t0
+            frames += 1
+        for iou in (0.3, 0.5, 0.7):
+            eval_utils.caluclate_tp_fp(res["pred_box_tensor"], res["pred_score"], res["gt_box_tensor"],
+                                       result_stat, iou)
+        if opt.save_npy:
+            inference_utils.save_npy(res, batch, os.path.join(saved_path, "npy"), i)
+        if opt.save_vis and i % max(1, opt.save_vis_interval) == 0:
+            _save_vis(res, batch, dataset, vis_dir, i)
+    return result_stat, model_time / max(frames, 1)
+
+
+def _save_vis(res, batch, dataset, vis_dir, idx):
+    from opencood.visualization import vis_utils
+    os.makedirs(vis_dir, exist_ok=True)
+    ego = batch["ego"]
+    pts = ego.get("origin_lidar")
+    pts = pts[0].cpu().numpy() if isinstance(pts, torch.Tensor) else None
+    gt = res["gt_box_tensor"].cpu().numpy() if res["gt_box_tensor"] is not None else None
+    pred = res["pred_box_tensor"].cpu().numpy() if res["pred_box_tensor"] is not None else None
+    rng = dataset.params["postprocess"]["gt_range"]
+    vis_utils.draw_bev(pts, gt, pred, os.path.join(vis_dir, f"bev_{idx:05d}.png"), rng)
+
+
+def run(opt):
+    hypes = prepare_hypes(opt)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dataset = build_dataset(hypes, visualize=True, train=False)
+    model = train_utils.create_model(hypes)
+    epoch, model = train_utils.load_saved_model(opt.model_dir, model)
+    model.to(device).eval()
+    gt_range = hypes["postprocess"]["gt_range"]
+    infer_info = f"{opt.fusion_method}{opt.note}_{gt_range[3]:g}_{gt_range[4]:g}_epoch{epoch}"
+    result_stat, sec = evaluate(model, dataset, opt, opt.model_dir, infer_info, device)
+    aps = eval_utils.eval_final_results(result_stat, opt.model_dir, infer_info)
+    print(f"inference: {sec * 1000:.1f} ms per frame (model + post-processing) on {device}")
+    return aps
+
+
+def main(argv=None):
+    opt = build_parser().parse_args(argv)
+    try:
+        return run(opt)
+    except OpencoodError as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Builders and checkpoint helpers shared by train.py, train_ddp.py and inference.py (HEAL's import paths).
+
+``create_model(hypes)``, ``create_loss(hypes)``, ``setup_optimizer``, ``setup_lr_schedular``,
+``load_saved_model(saved_path, model)``, ``setup_train(hypes)``, ``to_device``.
+"""
+import os
+import random
+import shutil
+from datetime import datetime
+
+import numpy as np
+import torch
+
+from opencood.hypes_yaml.yaml_utils import SOURCE_KEY, require, save_yaml
+from opencood.utils import checkpoint as ckpt
+from opencood.utils.errors import CheckpointError, ConfigError
+from opencood.utils.registry import LOSSES, MODELS
+
+
+def _src(hypes):
+    return hypes.get(SOURCE_KEY, "config")
+
+
+def create_model(hypes):
+    """Build ``model.core_method`` with ``model.args`` through the MODELS registry."""
+    name = require(hypes, "model.core_method")
+    cls = MODELS.get(name, source=_src(hypes))
+    return cls(require(hypes, "model.args", dict))
+
+
+def create_loss(hypes):
+    """Build ``loss.core_method`` with ``loss.args`` through the LOSSES registry."""
+    name = require(hypes, "loss.core_method")
+    cls = LOSSES.get(name, source=_src(hypes))
+    return cls(require(hypes, "loss.args", dict))
+
+
+def setup_optimizer(hypes, model):
+    """Adam/AdamW/SGD over the parameters that require grad (frozen modules are skipped)."""
+    cfg = require(hypes, "optimizer", dict)
+    name = cfg.get("core_method", "Adam")
+    optim_cls = getattr(torch.optim, name, None)
+    if optim_cls is None or not isinstance(optim_cls, type):
+        raise ConfigError(f"{_src(hypes)}: unknown optimizer.core_method '{name}'; known: Adam, AdamW, SGD")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError(f"{_src(hypes)}: the model has no trainable parameter")
+    args = dict(cfg.get("args") or {})
+    return optim_cls(params, lr=float(require(hypes, "optimizer.lr")), **args)
+
+
+def setup_lr_schedular(hypes, optimizer, init_epoch=0):
+    """MultiStepLR / StepLR / ExponentialLR stepped once per epoch, pre-stepped to ``init_epoch``."""
+    cfg = hypes.get("lr_scheduler") or {"core_method": "multistep", "gamma": 1.0, "step_size": [10 ** 9]}
+    name = str(cfg.get("core_method", "multistep")).lower()
+    gamma = float(cfg.get("gamma", 0.1))
+    if name == "multistep":
+        steps = cfg.get("step_size", [])
+        steps = steps if isinstance(steps, list) else [steps]
+        sched = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[int(s) for s in steps], gamma=gamma)
+    elif name == "step":
+        sched = torch.optim.lr_scheduler.StepLR(optimizer, step_size=int(cfg["step_size"]), gamma=gamma)
+    elif name == "exponential":
+        sched = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
+    else:
+        raise ConfigError(f"{_src(hypes)}: unknown lr_scheduler.core_method '{name}'; known: exponential, multistep, step")
+    for _ in range(init_epoch):
+        sched.step()
+    return sched
+
+
+def to_device(inputs, device):
+    """Move nested dicts/lists of tensors to ``device`` (non_blocking for pinned memory)."""
+    if isinstance(inputs, dict):
+        return {k: to_device(v, device) for k, v in inputs.items()}
+    if isinstance(inputs, list):
+        return [to_device(v, device) for v in inputs]
+    if isinstance(inputs, torch.Tensor):
+        return inputs.to(device, non_blocking=True)
+    return inputs
+
+
+def setup_train(hypes, root="opencood/logs"):
+    """Create ``<root>/<name>_<YYYY_MM_DD_HH_MM_SS>/`` with ``config.yaml`` and a copy of the code."""
+    name = hypes.get("name", "run")
+    stamp = datetime.now().strftime("%Y_%m_%d_%H_%M_%S")
+    full = os.path.join(root, f"{name}_{stamp}")
+    k = 1
+    while os.path.exists(full):
+        full = os.path.join(root, f"{name}_{stamp}_{k}")
+        k += 1
+    os.makedirs(full)
+    save_yaml(hypes, os.path.join(full, "config.yaml"))
+    pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for sub in ("models", "data_utils", "utils", "loss"):
+        shutil.copytree(os.path.join(pkg, sub), os.path.join(full, "scripts", sub),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    return full
+
+
+def load_state_into(model, path, strict=True, required_prefixes=()):
+    """Check then load a state_dict file into ``model`` (CheckpointError on any mismatch)."""
+    state = ckpt.read_state_dict(path)
+    ckpt.check_state_dict(model, state, path, strict=strict, required_prefixes=required_prefixes)
+    model.load_state_dict(state, strict=False)
+    return model
+
+
+def load_saved_model(saved_path, model, prefer_bestval=True, strict=None):
+    """Load the checkpoint HEAL would pick from a run folder.
+
+    The unique ``net_epoch_bestval_at{N}.pth`` if present (``prefer_bestval``), else the latest
+    ``net_epoch{N}.pth``. Keys and shapes are checked first; a model that declares
+    ``required_prefixes()`` (e.g. GenComm stage 2 from a merged checkpoint) may load a partial dict
+    as long as those prefixes are complete.
+
+    Returns:
+        (epoch N, model); (0, model) when the folder holds no checkpoint.
+    """
+    if not os.path.isdir(saved_path):
+        raise CheckpointError(f"{saved_path}: model folder not found")
+    epoch, path = ckpt.find_checkpoint(saved_path, prefer_bestval=prefer_bestval)
+    if path is None:
+        return 0, model
+    required = tuple(model.required_prefixes()) if hasattr(model, "required_prefixes") else ()
+    if strict is None:
+        strict = not required
+    load_state_into(model, path, strict=strict, required_prefixes=required)
+    print(f"loaded {path} (epoch {epoch})")
+    return epoch, model
+
+
+def seed_everything(seed):
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def rng_state():
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state):
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
