@@ -18,4 +18,4 @@ test: $(STAMP)
 	$(VPY) -m pytest -x -q tests
 
 demo: $(STAMP)
-	bash opencood/tools/demo.sh $(VPY)
+	$(VPY) opencood/tools/demo.py

@@ -1,0 +1,167 @@
+"""Scan and validate an OPV2V-style split folder before anything is loaded (spec data_eval §1.1).
+
+Layout::
+
+    <root>/OPV2V/<split>/<scenario>/<cav_id>/<ts>.yaml, <ts>.pcd, <ts>_camera0..3.png
+    <root>/OPV2V_Hetero/<split>/<scenario>/<cav_id>/<ts>_32.pcd, <ts>_16.pcd, <ts>_depth0..3.png
+    <root>/OPV2V/additional/<split>/<scenario>/<cav_id>/<ts>_bev_visibility.png
+
+Only ``os.listdir`` / ``os.path.isdir`` are used (one listing per agent folder), so checking the real
+OPV2V train split takes well under a second. Every problem is collected and reported in ONE DataError.
+
+Companion trees are derived from the dataset root component only (a documented fix: the reference
+substituted ``OPV2V`` / ``train`` / ``test`` anywhere in the path, which broke roots such as
+``/data/OPV2V_runs/test_dataset/OPV2V``).
+"""
+import os
+
+from opencood.utils.errors import DataError
+
+# Known bad frame of the real OPV2V train split (scenario, timestamp).
+BLACKLIST = {("2021_08_20_21_10_24", "000265")}
+# V2XSet scenario with only three cameras: dropped when cameras are loaded.
+V2XSET_THREE_CAMERA_SCENARIO = "2021_09_09_13_20_58"
+MAX_LISTED_PROBLEMS = 5
+NUM_CAMERAS = 4
+
+
+def hetero_root(dataset_root):
+    """``.../OPV2V`` -> ``.../OPV2V_Hetero`` (only the last path component is rewritten).
+
+    A root already named ``*Hetero*`` is returned unchanged; a root without ``OPV2V`` in its name
+    (e.g. ``V2XSET``) gets ``_Hetero`` appended.
+    """
+    parent, name = os.path.split(os.path.normpath(dataset_root))
+    if "Hetero" in name:
+        return os.path.join(parent, name)
+    if "OPV2V" in name:
+        return os.path.join(parent, name.replace("OPV2V", "OPV2V_Hetero", 1))
+    return os.path.join(parent, name + "_Hetero")
+
+
+def split_paths(split_dir):
+    """Paths of one split.
+
+    Args:
+        split_dir: e.g. ``dataset/OPV2V/train``.
+
+    Returns:
+        dict with ``split_dir``, ``split`` (folder name), ``hetero_dir`` (``.../OPV2V_Hetero/<split>``)
+        and ``additional_dir`` (``.../OPV2V/additional/<split>``).
+    """
+    split_dir = os.path.normpath(split_dir)
+    root, split = os.path.split(split_dir)
+    return {"split_dir": split_dir, "split": split,
+            "hetero_dir": os.path.join(hetero_root(root), split),
+            "additional_dir": os.path.join(root, "additional", split)}
+
+
+def _listdir(path):
+    try:
+        return set(os.listdir(path))
+    except OSError:
+        return None
+
+
+def scan_split(split_dir, need, skip_scenarios=()):
+    """List scenarios, agents and frames of a split and check the files the run will read.
+
+    Args:
+        split_dir: split folder (``root_dir`` / ``validate_dir``).
+        need: dict of requirements: ``lidar`` (bool, ``<ts>.pcd``), ``channels`` (iterable of ints:
+            ``<ts>_<c>.pcd`` in OPV2V_Hetero), ``camera`` (bool, ``<ts>_camera0..3.png``), ``depth`` (bool,
+            ``<ts>_depth0..3.png`` in OPV2V_Hetero), ``extensions`` (list of names: ``<ts>_<name>`` in the
+            agent folder or under ``additional/<split>``).
+        skip_scenarios: scenario names to ignore.
+
+    Returns:
+        list of scenario dicts ``{'name', 'path', 'cavs': {cav_id: {'timestamps': [ts, ...] (sorted),
+        'json': set of ts with a <ts>.json}}}`` with scenarios and cav ids string-sorted.
+
+    Raises:
+        DataError: ``"<split_dir>: N dataset problems: <first few>"`` listing folder/agent/timestamp/file.
+    """
+    paths = split_paths(split_dir)
+    split_dir = paths["split_dir"]
+    if not os.path.isdir(split_dir):
+        raise DataError(f"{split_dir}: dataset split folder not found")
+    problems = []
+    scenarios = []
+    names = sorted(n for n in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, n)))
+    names = [n for n in names if n not in set(skip_scenarios)]
+    if not names:
+        problems.append(f"{split_dir}: no scenario folders")
+    for name in names:
+        scen_path = os.path.join(split_dir, name)
+        cav_ids = sorted(c for c in os.listdir(scen_path) if os.path.isdir(os.path.join(scen_path, c)))
+        if not cav_ids:
+            problems.append(f"{scen_path}: scenario has no agent folders")
+            continue
+        cavs = {}
+        for cav in cav_ids:
+            cav_path = os.path.join(scen_path, cav)
+            files = _listdir(cav_path) or set()
+            stamps = sorted(f[:-5] for f in files if f.endswith(".yaml") and "additional" not in f)
+            stamps = [t for t in stamps if (name, t) not in BLACKLIST]
+            if not stamps:
+                problems.append(f"{cav_path}: agent folder has no <timestamp>.yaml")
+            cavs[cav] = {"timestamps": stamps, "json": {t for t in stamps if t + ".json" in files},
+                         "files": files}
+        all_stamps = sorted(set().union(*(c["timestamps"] for c in cavs.values())))
+        for cav, info in cavs.items():
+            problems.extend(_check_agent(paths, name, cav, info, all_stamps, need))
+            del info["files"]
+        scenarios.append({"name": name, "path": scen_path, "cavs": cavs})
+    if problems:
+        shown = "; ".join(problems[:MAX_LISTED_PROBLEMS])
+        more = f" (and {len(problems) - MAX_LISTED_PROBLEMS} more)" if len(problems) > MAX_LISTED_PROBLEMS else ""
+        raise DataError(f"{split_dir}: {len(problems)} dataset problem{'s' if len(problems) > 1 else ''}: "
+                        f"{shown}{more}")
+    return scenarios
+
+
+def _check_agent(paths, scenario, cav, info, all_stamps, need):
+    """Problems of one agent folder: missing frames and missing companion files."""
+    problems = []
+    cav_path = os.path.join(paths["split_dir"], scenario, cav)
+    files = info["files"]
+    if not info["timestamps"]:
+        return problems
+    for t in all_stamps:
+        if t not in set(info["timestamps"]):
+            problems.append(f"{cav_path}/{t}.yaml missing (other agents of the scenario have it)")
+    stamps = info["timestamps"]
+    if need.get("lidar"):
+        problems += [f"{cav_path}/{t}.pcd missing" for t in stamps if t + ".pcd" not in files]
+    if need.get("camera"):
+        problems += [f"{cav_path}/{t}_camera{i}.png missing" for t in stamps for i in range(NUM_CAMERAS)
+                     if f"{t}_camera{i}.png" not in files]
+    channels = sorted(set(need.get("channels") or ()))
+    if channels or need.get("depth"):
+        het_path = os.path.join(paths["hetero_dir"], scenario, cav)
+        het_files = _listdir(het_path)
+        if het_files is None:
+            problems.append(f"{het_path}: OPV2V_Hetero agent folder missing (needed for "
+                            f"{'lidar_channels_dict' if channels else 'depth'})")
+        else:
+            problems += [f"{het_path}/{t}_{c}.pcd missing" for t in stamps for c in channels
+                         if f"{t}_{c}.pcd" not in het_files]
+            if need.get("depth"):
+                problems += [f"{het_path}/{t}_depth{i}.png missing" for t in stamps for i in range(NUM_CAMERAS)
+                             if f"{t}_depth{i}.png" not in het_files]
+    extensions = need.get("extensions") or []
+    if extensions:
+        add_path = os.path.join(paths["additional_dir"], scenario, cav)
+        add_files = _listdir(add_path) or set()
+        for ext in extensions:
+            problems += [f"{add_path}/{t}_{ext} missing" for t in stamps
+                         if f"{t}_{ext}" not in files and f"{t}_{ext}" not in add_files]
+    return problems
+
+
+def extension_path(paths, scenario, cav, timestamp, ext):
+    """Path of ``<ts>_<ext>``: the agent folder first, else ``additional/<split>``."""
+    local = os.path.join(paths["split_dir"], scenario, cav, f"{timestamp}_{ext}")
+    if os.path.exists(local):
+        return local
+    return os.path.join(paths["additional_dir"], scenario, cav, f"{timestamp}_{ext}")

@@ -1,0 +1,189 @@
+"""Measure speed and memory: data pipeline, training step, inference latency, AP evaluation.
+
+``python opencood/tools/benchmark.py -y CONFIG.yaml [--parts data,train,infer,eval] [--workers 2] [--amp]``
+
+- data:  DataLoader samples/s of the config's training dataset with N workers (what the model would see).
+- train: seconds per optimizer step with the batch already on the device (fp32; with --amp also AMP),
+         and seconds per iteration end to end through the DataLoader, i.e. the device-busy fraction.
+- infer: latency per frame at batch 1 from loaded tensors to boxes after NMS.
+- eval:  AP evaluation of 2,000 synthetic frames (both AP variants, IoU 0.3/0.5/0.7) on one core.
+Peak memory: CUDA max allocated on GPU, process max RSS on CPU. Results print as a Markdown table row set
+and, with --json FILE, are saved for docs/benchmarks.md. Nothing here is asserted by tests.
+"""
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+
+import torch
+from torch.utils.data import DataLoader
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _peak_mb(device):
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_data(dataset, workers, batch_size, n_batches):
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
+                        collate_fn=dataset.collate_batch_train, persistent_workers=workers > 0,
+                        prefetch_factor=4 if workers > 0 else None)
+    it = iter(loader)
+    next(it)  # worker start-up is not throughput
+    t0, n = time.perf_counter(), 0
+    for _ in range(n_batches):
+        try:
+            b = next(it)
+        except StopIteration:
+            it = iter(loader)
+            b = next(it)
+        n += 0 if b is None else int(b["ego"]["record_len"].shape[0])
+    dt = time.perf_counter() - t0
+    return {"data_samples_per_s": n / dt, "data_workers": workers}
+
+
+def _step_fn(model, criterion, optimizer, hypes, amp, device):
+    from opencood.tools.trainer import _amp_dtype, compute_loss
+    ctx = (lambda: torch.autocast(device.type, dtype=_amp_dtype(device))) if amp else contextlib.nullcontext
+
+    def step(batch):
+        optimizer.zero_grad(set_to_none=True)
+        with ctx():
+            loss = compute_loss(model, criterion, batch, hypes)
+        loss.backward()
+        optimizer.step()
+        return loss
+    return step
+
+
+def bench_train(hypes, dataset, device, amp, n_steps, workers, batch_size):
+    from opencood.tools import train_utils
+    model = train_utils.create_model(hypes).to(device).train()
+    criterion = train_utils.create_loss(hypes)
+    optimizer = train_utils.setup_optimizer(hypes, model)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
+                        collate_fn=dataset.collate_batch_train, pin_memory=device.type == "cuda",
+                        persistent_workers=workers > 0, drop_last=True)
+    batch = None
+    for b in loader:
+        if b is not None:
+            batch = train_utils.to_device(b, device)
+            break
+    step = _step_fn(model, criterion, optimizer, hypes, amp, device)
+    for _ in range(3):
+        step(batch)
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(n_steps):
+        t0 = time.perf_counter()
+        step(batch)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    step_s = statistics.median(times)
+    # end to end through the loader
+    t0, k = time.perf_counter(), 0
+    for b in loader:
+        if b is None:
+            continue
+        step(train_utils.to_device(b, device))
+        k += 1
+        if k >= n_steps:
+            break
+    _sync(device)
+    iter_s = (time.perf_counter() - t0) / max(k, 1)
+    tag = "amp" if amp else "fp32"
+    return {f"train_step_s_{tag}": step_s, f"train_iter_s_{tag}": iter_s,
+            f"device_busy_{tag}": min(1.0, step_s / iter_s), f"peak_mem_mb_{tag}": _peak_mb(device)}
+
+
+@torch.no_grad()
+def bench_infer(hypes, device, n_frames):
+    from opencood.data_utils.datasets import build_dataset
+    from opencood.tools import inference_utils, train_utils
+    dataset = build_dataset(hypes, visualize=False, train=False)
+    model = train_utils.create_model(hypes).to(device).eval()
+    loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=0, collate_fn=dataset.collate_batch_test)
+    batches = []
+    for b in loader:
+        if b is not None:
+            batches.append(train_utils.to_device(b, device))
+        if len(batches) >= max(1, min(n_frames, 8)):
+            break
+    for b in batches[:2]:
+        inference_utils.inference_intermediate_fusion(b, model, dataset)
+    times = []
+    for i in range(n_frames):
+        b = batches[i % len(batches)]
+        _sync(device)
+        t0 = time.perf_counter()
+        inference_utils.inference_intermediate_fusion(b, model, dataset)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return {"infer_latency_ms": 1000 * statistics.median(times)}
+
+
+def bench_eval():
+    from opencood.utils.eval_utils import benchmark_eval
+    torch.set_num_threads(1)
+    benchmark_eval(n_frames=50)  # compile numba kernels outside the timing
+    r = benchmark_eval(n_frames=2000)
+    return {"eval_2000_frames_s": r["seconds"]}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("-y", "--hypes_yaml", default=None, help="config to benchmark (data/train/infer parts)")
+    p.add_argument("--parts", default="data,train,infer,eval")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--batch_size", type=int, default=None, help="default: the config's batch size")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--amp", action="store_true", help="also time AMP training")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--json", default=None, help="append results as one JSON line to this file")
+    opt = p.parse_args(argv)
+    parts = set(opt.parts.split(","))
+    device = torch.device(opt.device)
+    res = {"machine": platform.node(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+           "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+           "config": opt.hypes_yaml}
+    if parts & {"data", "train", "infer"}:
+        from opencood.data_utils.datasets import build_dataset
+        from opencood.hypes_yaml.yaml_utils import load_yaml
+        hypes = load_yaml(opt.hypes_yaml)
+        bs = opt.batch_size or int(hypes["train_params"]["batch_size"])
+        res["batch_size"] = bs
+        train_set = build_dataset(hypes, visualize=False, train=True)
+        if "data" in parts:
+            res.update(bench_data(train_set, opt.workers, bs, n_batches=max(5, opt.steps)))
+        if "train" in parts:
+            res.update(bench_train(hypes, train_set, device, False, opt.steps, opt.workers, bs))
+            if opt.amp:
+                res.update(bench_train(hypes, train_set, device, True, opt.steps, opt.workers, bs))
+        if "infer" in parts:
+            res.update(bench_infer(hypes, device, opt.steps))
+    if "eval" in parts:
+        res.update(bench_eval())
+    print("| metric | value |\n|---|---|")
+    for k, v in res.items():
+        print(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |")
+    if opt.json:
+        with open(opt.json, "a") as f:
+            f.write(json.dumps(res) + "\n")
+    return res
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
