@@ -127,10 +127,10 @@ def _check_agent(paths, scenario, cav, info, all_stamps, need):
     files = info["files"]
     if not info["timestamps"]:
         return problems
-    for t in all_stamps:
-        if t not in set(info["timestamps"]):
-            problems.append(f"{cav_path}/{t}.yaml missing (other agents of the scenario have it)")
     stamps = info["timestamps"]
+    own = set(stamps)
+    problems += [f"{cav_path}/{t}.yaml missing (other agents of the scenario have it)"
+                 for t in all_stamps if t not in own]
     if need.get("lidar"):
         problems += [f"{cav_path}/{t}.pcd missing" for t in stamps if t + ".pcd" not in files]
     if need.get("camera"):

@@ -1,0 +1,239 @@
+"""Base loader of OPV2V / OPV2V-H / V2XSet (spec data_eval §1, §3.1).
+
+Yields, per global frame index, the raw data of every agent in one schema (docs/architecture.md):
+``OrderedDict cav_id -> {'ego', 'params', 'time_delay', 'lidar_np', 'camera_data', 'depth_data',
+'modality_name', <extension>}``, ego first. Fusion datasets (early / intermediate / late / heter) build
+samples from it.
+
+YAML keys read: ``root_dir`` (train) / ``validate_dir`` (eval), ``input_source`` (default ['lidar']),
+``train_params.max_cav`` (default 5), ``add_data_extension``, ``heter`` + ``ego_diff_cav`` (heterogeneous
+datasets), ``fusion.dataset`` (``v2xset`` drops its three-camera scenario when cameras are read) and the
+optional ``seed`` (default 0) of the dataset's random generator.
+
+Randomness: CAV order (train) is shuffled with the dataset's own ``np.random.Generator`` at construction
+and in every ``reinitialize()``; per-sample draws (points shuffle, noise, agent types, augmentation) use
+``sample_rng(idx)``, seeded by (seed, epoch, idx), so DataLoader workers never share a stream and a run is
+reproducible.
+"""
+import json
+import os
+from collections import OrderedDict
+
+import cv2
+import numpy as np
+import yaml
+from PIL import Image
+from torch.utils.data import Dataset
+
+from opencood.data_utils.datasets.basedataset.dataset_tree import (
+    NUM_CAMERAS, V2XSET_THREE_CAMERA_SCENARIO, extension_path, scan_split, split_paths)
+from opencood.utils.errors import ConfigError, DataError
+from opencood.utils.heter_utils import HeterAssigner
+from opencood.utils.pcd_utils import pcd_to_np
+from opencood.utils.registry import BASE_DATASETS
+
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def read_agent_params(path):
+    """Parse one per-agent per-frame ``<ts>.yaml`` (or ``<ts>.json``).
+
+    Returns:
+        dict with at least ``lidar_pose`` (6 floats, metres/degrees) and ``vehicles`` (dict).
+
+    Raises:
+        DataError: unreadable/malformed file or a bad ``lidar_pose`` (names the file and key).
+    """
+    try:
+        with open(path, "r") as f:
+            data = json.load(f) if path.endswith(".json") else yaml.load(f, Loader=_YAML_LOADER)
+    except (OSError, yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot parse ({' '.join(str(e).split())})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a mapping at the top level")
+    pose = data.get("lidar_pose")
+    if pose is None:
+        raise DataError(f"{path}: missing key 'lidar_pose'")
+    try:
+        pose = np.asarray(pose, dtype=np.float64).reshape(6)
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: key 'lidar_pose' must be 6 numbers [x, y, z, roll, yaw, pitch]") from None
+    if not np.all(np.isfinite(pose)):
+        raise DataError(f"{path}: key 'lidar_pose' has non-finite values")
+    data["lidar_pose"] = pose.tolist()
+    vehicles = data.get("vehicles") or {}
+    if not isinstance(vehicles, dict):
+        raise DataError(f"{path}: key 'vehicles' must be a mapping of object id -> box")
+    data["vehicles"] = vehicles
+    return data
+
+
+def _read_image(path, mode=None):
+    try:
+        img = Image.open(path)
+        img.load()
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: cannot read image ({' '.join(str(e).split())})") from None
+    return img.convert(mode) if mode else img
+
+
+def _read_extension(path):
+    if path.endswith(".yaml"):
+        try:
+            with open(path, "r") as f:
+                return yaml.load(f, Loader=_YAML_LOADER)
+        except (OSError, yaml.YAMLError) as e:
+            raise DataError(f"{path}: cannot parse ({' '.join(str(e).split())})") from None
+    img = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise DataError(f"{path}: cannot read image")
+    return img  # (H, W) uint8
+
+
+@BASE_DATASETS.register("opv2v", "v2xset")
+class OPV2VBaseDataset(Dataset):
+    """Indexing and raw per-agent loading for OPV2V-format splits.
+
+    Args:
+        params: experiment config (``load_yaml`` output).
+        visualize: also load every agent's LiDAR (pictures / ``origin_lidar``).
+        train: use ``root_dir`` and shuffle the CAV order; else ``validate_dir`` with sorted ids.
+        heterogeneous: read ``params['heter']`` and give every agent a ``modality_name``.
+    """
+
+    def __init__(self, params, visualize=False, train=True, heterogeneous=False):
+        self.params = params
+        self.visualize = visualize
+        self.train = train
+        self.source = params.get("_source", "config")
+        key = "root_dir" if train else "validate_dir"
+        if not params.get(key):
+            raise ConfigError(f"{self.source}: missing key '{key}'")
+        self.paths = split_paths(str(params[key]))
+        self.seed = int(params.get("seed", 0))
+        self.rng = np.random.default_rng(self.seed)
+        self.epoch = 0
+        self.max_cav = int((params.get("train_params") or {}).get("max_cav", 5))
+        self.input_source = list(params.get("input_source") or ["lidar"])
+        self.add_data_extension = list(params.get("add_data_extension") or [])
+
+        self.heter = None
+        if heterogeneous:
+            if not isinstance(params.get("heter"), dict):
+                raise ConfigError(f"{self.source}: missing key 'heter' (needed by fusion.core_method "
+                                  f"'{params.get('fusion', {}).get('core_method')}')")
+            ego_diff = params.get("ego_diff_cav", params["heter"].get("ego_diff_cav", False))
+            self.heter = HeterAssigner(params["heter"], ego_diff, self.source)
+        need = self._requirements()
+        dataset_name = str((params.get("fusion") or {}).get("dataset", "opv2v")).lower()
+        skip = (V2XSET_THREE_CAMERA_SCENARIO,) if dataset_name == "v2xset" and need["camera"] else ()
+        self.scenario_database = scan_split(self.paths["split_dir"], need, skip)
+        if self.heter is not None:
+            self.heter.check_coverage({s["name"]: list(s["cavs"]) for s in self.scenario_database}, train)
+        self._order_cavs()
+
+    # ------------------------------------------------------------------ setup
+    def _requirements(self):
+        """Which files the run reads (used to validate the tree)."""
+        lidar = "lidar" in self.input_source or self.visualize
+        camera = "camera" in self.input_source
+        channels = ()
+        if self.heter is not None:
+            types = [self.heter.sensor_type(m) for m in self.heter.modalities]
+            lidar = lidar or "lidar" in types
+            camera = "camera" in types
+            channels = tuple(c for m, c in self.heter.lidar_channels_dict.items() if m in self.heter.modalities)
+        return {"lidar": lidar, "camera": camera, "depth": camera and "depth" in self.input_source,
+                "channels": channels, "extensions": self.add_data_extension}
+
+    def _order_cavs(self):
+        """Per scenario: CAV order (train shuffled, eval sorted), negative id last, heter reorder, max_cav."""
+        for scen in self.scenario_database:
+            cavs = sorted(scen["cavs"])
+            if self.train:
+                cavs = [cavs[i] for i in self.rng.permutation(len(cavs))]
+            if cavs and int(cavs[0]) < 0:
+                cavs = cavs[1:] + cavs[:1]
+            if self.heter is not None:
+                cavs = self.heter.reorder_cav_list(cavs, scen["name"], self.train)
+            scen["order"] = cavs[:self.max_cav]
+        self.len_record = np.cumsum([len(s["cavs"][s["order"][0]]["timestamps"]) for s in self.scenario_database])
+
+    def reinitialize(self):
+        """Start a new epoch: reshuffle the CAV order (train) and change per-sample random draws."""
+        self.epoch += 1
+        self._order_cavs()
+
+    def sample_rng(self, idx):
+        """Generator for the random draws of sample ``idx`` in the current epoch."""
+        return np.random.default_rng([self.seed, self.epoch, int(idx)])
+
+    def __len__(self):
+        return int(self.len_record[-1]) if len(self.len_record) else 0
+
+    # ------------------------------------------------------------------ loading
+    def locate(self, idx):
+        """Global index -> (scenario dict, timestamp string)."""
+        if not 0 <= idx < len(self):
+            raise IndexError(f"sample index {idx} out of range [0, {len(self)})")
+        s = int(np.searchsorted(self.len_record, idx, side="right"))
+        frame = idx - (int(self.len_record[s - 1]) if s > 0 else 0)
+        scen = self.scenario_database[s]
+        return scen, scen["cavs"][scen["order"][0]]["timestamps"][frame]
+
+    def _lidar_path(self, scen, cav, ts, modality):
+        channels = self.heter.lidar_channels_dict.get(modality) if self.heter is not None else None
+        if channels:
+            return os.path.join(self.paths["hetero_dir"], scen["name"], cav, f"{ts}_{channels}.pcd")
+        return os.path.join(scen["path"], cav, f"{ts}.pcd")
+
+    def retrieve_base_data(self, idx, rng=None):
+        """Raw data of every agent of sample ``idx`` (ego first).
+
+        Args:
+            idx: global frame index.
+            rng: generator for the heterogeneous type draw (default ``sample_rng(idx)``).
+
+        Returns:
+            OrderedDict cav_id -> {'ego': bool, 'params': agent YAML dict, 'time_delay': 0,
+            'lidar_np' (P, 4) float32 [x, y, z, intensity] in the agent's LiDAR frame (when read),
+            'camera_data' [4 PIL RGB], 'depth_data' [4 PIL] (when read), 'modality_name' (heter),
+            '<extension>' (bev_visibility: (H, W) uint8 grey; yaml: dict)}.
+        """
+        scen, ts = self.locate(idx)
+        order = scen["order"]
+        rng = self.sample_rng(idx) if rng is None else rng
+        modalities = self.heter.assign(order, scen["name"], self.train, rng) if self.heter is not None else None
+        data = OrderedDict()
+        for i, cav in enumerate(order):
+            cav_dir = os.path.join(scen["path"], cav)
+            use_json = ts in scen["cavs"][cav]["json"]
+            entry = {"ego": i == 0, "time_delay": 0,
+                     "params": read_agent_params(os.path.join(cav_dir, f"{ts}.json" if use_json else f"{ts}.yaml"))}
+            modality = None
+            lidar = "lidar" in self.input_source or self.visualize
+            camera = "camera" in self.input_source
+            if modalities is not None:
+                modality = modalities[i]
+                entry["modality_name"] = modality
+                sensor = self.heter.sensor_type(modality) if modality in self.heter.modality_setting else None
+                lidar = sensor == "lidar" or self.visualize
+                camera = sensor == "camera"
+            if lidar:
+                entry["lidar_np"] = pcd_to_np(self._lidar_path(scen, cav, ts, modality))
+            if camera:
+                entry["camera_data"] = [_read_image(os.path.join(cav_dir, f"{ts}_camera{k}.png"), "RGB")
+                                        for k in range(NUM_CAMERAS)]
+                if "depth" in self.input_source:
+                    het_dir = os.path.join(self.paths["hetero_dir"], scen["name"], cav)
+                    entry["depth_data"] = [_read_image(os.path.join(het_dir, f"{ts}_depth{k}.png"))
+                                           for k in range(NUM_CAMERAS)]
+            for ext in self.add_data_extension:
+                entry[ext] = _read_extension(extension_path(self.paths, scen["name"], cav, ts, ext))
+            data[cav] = entry
+        return data
+
+    def sample_info(self, idx):
+        """(scenario name, timestamp) of sample ``idx`` (for logs and pictures)."""
+        scen, ts = self.locate(idx)
+        return scen["name"], ts
