@@ -1,0 +1,1 @@
+"""BEV pictures of point clouds, GT and predictions (see vis_utils)."""

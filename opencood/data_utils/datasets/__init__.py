@@ -1,0 +1,29 @@
+"""Datasets: ``build_dataset(hypes, visualize, train)`` (HEAL's entry point).
+
+``fusion.core_method`` picks the fusion dataset (registry ``DATASETS``: intermediate, early, late,
+intermediateheter, intermediateheterinfer) and ``fusion.dataset`` the base loader (``BASE_DATASETS``:
+opv2v, v2xset). Unknown names raise ConfigError listing the known ones.
+"""
+from opencood.utils.errors import ConfigError
+from opencood.utils.registry import BASE_DATASETS, DATASETS
+
+
+def build_dataset(dataset_cfg, visualize=False, train=True):
+    """Build the fusion dataset named by the config.
+
+    Args:
+        dataset_cfg: experiment config (``load_yaml`` output).
+        visualize: keep all agents' points for pictures (every inference script sets it).
+        train: training split/behaviour (``root_dir``) or evaluation (``validate_dir``).
+
+    Returns:
+        a torch Dataset with ``collate_batch_train`` / ``collate_batch_test``, ``reinitialize``,
+        ``post_process``, ``generate_gt_bbx`` and ``post_processor``.
+    """
+    source = dataset_cfg.get("_source", "config")
+    fusion = dataset_cfg.get("fusion")
+    if not isinstance(fusion, dict) or "core_method" not in fusion:
+        raise ConfigError(f"{source}: missing key 'fusion.core_method'")
+    BASE_DATASETS.get(fusion.get("dataset", "opv2v"), source)
+    dataset_cls = DATASETS.get(fusion["core_method"], source)
+    return dataset_cls(dataset_cfg, visualize=visualize, train=train)

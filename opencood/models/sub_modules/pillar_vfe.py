@@ -89,9 +89,11 @@ class PillarVFE(nn.Module):
         features = batch_dict["voxel_features"]  # (M, P, 4)
         num_points = batch_dict["voxel_num_points"]  # (M,)
         coords = batch_dict["voxel_coords"]  # (M, 4) agent, z, y, x
+        mask = torch.arange(features.shape[1], device=features.device).view(1, -1) < num_points.view(-1, 1)
+        mask = mask.unsqueeze(-1).type_as(features)  # (M, P, 1), 1 for real points
         xyz = features[:, :, :3]
         n = num_points.type_as(features).clamp(min=1).view(-1, 1, 1)
-        f_cluster = xyz - xyz.sum(dim=1, keepdim=True) / n  # (M, P, 3)
+        f_cluster = xyz - (xyz * mask).sum(dim=1, keepdim=True) / n  # (M, P, 3)
         centre = coords[:, [3, 2, 1]].type_as(features) * self.voxel_size + self.centre_offset  # (M, 3) x,y,z
         f_center = xyz - centre.unsqueeze(1)  # (M, P, 3)
         raw = features if self.use_absolute_xyz else features[:, :, 3:]
@@ -99,8 +101,7 @@ class PillarVFE(nn.Module):
         if self.with_distance:
             parts.append(torch.norm(xyz, p=2, dim=2, keepdim=True))
         feats = torch.cat(parts, dim=-1)  # (M, P, 10)
-        mask = torch.arange(features.shape[1], device=features.device).view(1, -1) < num_points.view(-1, 1)
-        feats = feats * mask.unsqueeze(-1).type_as(feats)
+        feats = feats * mask  # padded points -> 0
         for pfn in self.pfn_layers:
             feats = pfn(feats)
         batch_dict["pillar_features"] = feats.squeeze(1)  # (M, C)

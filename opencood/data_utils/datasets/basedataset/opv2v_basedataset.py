@@ -33,6 +33,7 @@ from opencood.utils.pcd_utils import pcd_to_np
 from opencood.utils.registry import BASE_DATASETS
 
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_OBJECT_KEYS = ("location", "center", "angle", "extent")
 
 
 def read_agent_params(path):
@@ -64,6 +65,10 @@ def read_agent_params(path):
     vehicles = data.get("vehicles") or {}
     if not isinstance(vehicles, dict):
         raise DataError(f"{path}: key 'vehicles' must be a mapping of object id -> box")
+    for obj_id, obj in vehicles.items():
+        if not isinstance(obj, dict) or any(k not in obj for k in _OBJECT_KEYS):
+            missing = [k for k in _OBJECT_KEYS if not isinstance(obj, dict) or k not in obj]
+            raise DataError(f"{path}: key 'vehicles.{obj_id}' misses {', '.join(missing)}")
     data["vehicles"] = vehicles
     return data
 
@@ -152,7 +157,7 @@ class OPV2VBaseDataset(Dataset):
             cavs = sorted(scen["cavs"])
             if self.train:
                 cavs = [cavs[i] for i in self.rng.permutation(len(cavs))]
-            if cavs and int(cavs[0]) < 0:
+            if cavs and cavs[0].startswith("-"):
                 cavs = cavs[1:] + cavs[:1]
             if self.heter is not None:
                 cavs = self.heter.reorder_cav_list(cavs, scen["name"], self.train)
@@ -163,6 +168,11 @@ class OPV2VBaseDataset(Dataset):
         """Start a new epoch: reshuffle the CAV order (train) and change per-sample random draws."""
         self.epoch += 1
         self._order_cavs()
+
+    def reseed(self, seed):
+        """Restart the CAV-order generator and the per-sample streams from ``seed``."""
+        self.seed = int(seed)
+        self.rng = np.random.default_rng(self.seed)
 
     def sample_rng(self, idx):
         """Generator for the random draws of sample ``idx`` in the current epoch."""

@@ -1,0 +1,80 @@
+"""Early fusion: all agents' points are projected into the ego frame and voxelised once (spec §3.4).
+
+Per sample: agents within ``comm_range`` of the ego (clean poses: early fusion applies no pose noise);
+points shuffled, self-hits removed, projected to the ego (CLEAN poses), stacked; GT = objects of all
+agents w.r.t. the clean ego pose (de-dup by id); training augmentation (``data_augment``); points cropped to
+``cav_lidar_range`` (open interval); GT boxes with any corner outside the GT range removed
+(``cav_lidar_range`` in training, ``gt_range`` in evaluation); one voxelisation.
+
+``ds[idx]['ego']``: object_bbx_center (150, 7), object_bbx_mask, object_ids, anchor_box, processed_lidar
+(voxel dict), label_dict, cav_num, lidar_poses / lidar_poses_clean (n, 6), sample_idx, cav_id_list,
+origin_lidar (P, 4) when visualize.
+"""
+import numpy as np
+
+from opencood.data_utils.datasets.base_fusion_dataset import (
+    BaseFusionDataset, bev_distance, project_points, shuffle_points, to_tensor)
+from opencood.utils.pcd_utils import mask_ego_points, mask_points_by_range
+from opencood.utils.pose_utils import add_noise_data_dict
+from opencood.utils.registry import DATASETS
+from opencood.utils.transformation_utils import x1_to_x2
+
+
+@DATASETS.register("early", "earlyfusion")
+class EarlyFusionDataset(BaseFusionDataset):
+    """One fused point cloud per sample (see module docstring)."""
+
+    def __getitem__(self, idx):
+        rng = self.base.sample_rng(idx)
+        base_data = self.base.retrieve_base_data(idx, rng)
+        add_noise_data_dict(base_data, None, rng)  # records lidar_pose_clean; early fusion is noise-free
+        items = list(base_data.items())
+        ego_pose = items[0][1]["params"]["lidar_pose"]
+        agents = [(cav_id, c) for cav_id, c in items
+                  if bev_distance(c["params"]["lidar_pose"], ego_pose) <= self.comm_range]
+        points = np.concatenate(
+            [project_points(mask_ego_points(shuffle_points(c["lidar_np"], rng)),
+                            x1_to_x2(c["params"]["lidar_pose"], ego_pose)) for _, c in agents], axis=0)
+        boxes, ids = self.project_objects([c["params"] for _, c in agents], ego_pose)
+        center, mask, ids = self.filter_and_pad(boxes, ids)
+        aug = self.data_augmentor({"lidar_np": points, "object_bbx_center": center, "object_bbx_mask": mask}, rng)
+        points = mask_points_by_range(aug["lidar_np"], self.cav_lidar_range)
+        valid = mask.astype(bool)
+        center, mask, ids = self.filter_and_pad(aug["object_bbx_center"][valid], ids, self.object_range)
+        sample = {
+            "object_bbx_center": center, "object_bbx_mask": mask, "object_ids": ids,
+            "anchor_box": self.anchor_box, "processed_lidar": self.pre_processor.preprocess(points),
+            "label_dict": self.generate_label(center, mask), "cav_num": len(agents),
+            "lidar_poses": np.asarray([c["params"]["lidar_pose"] for _, c in agents], dtype=np.float32),
+            "lidar_poses_clean": np.asarray([c["params"]["lidar_pose_clean"] for _, c in agents], dtype=np.float32),
+            "sample_idx": idx, "cav_id_list": [cav_id for cav_id, _ in agents]}
+        if self.visualize:
+            sample["origin_lidar"] = points.astype(np.float32)
+        return {"ego": sample}
+
+    def collate_batch_train(self, batch):
+        """{'ego': processed_lidar (coords prefixed by sample index), object_bbx_center (B, 150, 7),
+        object_bbx_mask (B, 150), object_ids (first sample), anchor_box, label_dict (B, ...), record_len
+        (B,) ones}; None samples skipped, None if nothing is left."""
+        samples = [b["ego"] for b in self.drop_none(batch)]
+        if not samples:
+            return None
+        out = self.collate_one_cloud_per_sample(samples)
+        if self.visualize:
+            out["origin_lidar"] = [to_tensor(s["origin_lidar"]) for s in samples]
+        return {"ego": out}
+
+    def collate_batch_test(self, batch):
+        """Batch size 1; adds identity transformation_matrix(_clean), sample_idx, cav_id_list,
+        origin_lidar (1, P, 4)."""
+        batch = self.drop_none(batch)
+        self.check_test_batch(batch)
+        out = self.collate_batch_train(batch)
+        if out is None:
+            return None
+        sample = batch[0]["ego"]
+        out["ego"].update(self.identity_transforms())
+        out["ego"].update({"sample_idx": sample["sample_idx"], "cav_id_list": sample["cav_id_list"]})
+        if self.visualize:
+            out["ego"]["origin_lidar"] = to_tensor(sample["origin_lidar"]).unsqueeze(0)
+        return out

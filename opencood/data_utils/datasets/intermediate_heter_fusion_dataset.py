@@ -1,0 +1,86 @@
+"""Heterogeneous intermediate fusion (spec data_eval §3.3, §3.4; gencomm_method §2, §8).
+
+Every agent has a type ``mX`` (``opencood.utils.heter_utils.HeterAssigner``); agents whose type is not a
+key of ``heter.modality_setting`` are dropped. Inputs are grouped per type:
+
+* LiDAR types: ``inputs_mX`` = voxel dicts from the type's own ``SpVoxelPreprocessor`` (e.g. m1 pillars
+  0.4 x 0.4 x 4, P = 32; m3 SECOND 0.1^3, P = 5), the cloud chosen by ``lidar_channels_dict``
+  (OPV2V_Hetero ``_32`` / ``_16``);
+* camera types: ``inputs_mX`` = ``camera_utils.process_camera_data`` outputs (4 cameras, RGB [+ depth]).
+
+``agent_modality_list`` gives each agent's type in agent order; after collation the agents of type mX are
+rows 0..N_mX-1 of ``inputs_mX`` (voxel coords are prefixed with that within-type index) in the order they
+appear in ``agent_modality_list``, so the model restores the agent order by walking that list.
+Single-agent labels are always produced; camera agents use bev_visibility-filtered single labels in
+training when ``add_data_extension`` provides ``bev_visibility.png`` (evaluation GT is always LiDAR GT).
+
+``intermediateheterinfer`` (dynamic agent joining, ``inference_heter_in_order.py``) is the same dataset:
+with ``fusion.args.use_cav: N`` the fused GT comes from every agent in range while only the first N
+agents' inputs go to the model (``record_len = min(N, n)``), see ``IntermediateFusionDataset``.
+"""
+from opencood.data_utils.datasets.base_fusion_dataset import visible_object_mask
+from opencood.data_utils.datasets.intermediate_fusion_dataset import IntermediateFusionDataset
+from opencood.data_utils.pre_processor import build_preprocessor
+from opencood.utils.errors import ConfigError
+from opencood.utils.registry import DATASETS
+
+BEV_VISIBILITY_EXT = "bev_visibility.png"
+
+
+@DATASETS.register("intermediateheter", "intermediateheterfusion", "intermediateheterinfer")
+class IntermediateheterFusionDataset(IntermediateFusionDataset):
+    """Heterogeneous intermediate-fusion samples (see module docstring)."""
+
+    heterogeneous = True
+
+    def __init__(self, params, visualize=False, train=True):
+        super().__init__(params, visualize, train)
+        self.heter = self.base.heter
+        self.modality_pre_processors = {}
+        for m in self.heter.modalities:
+            setting = self.heter.modality_setting[m]
+            if self.heter.sensor_type(m) == "lidar":
+                self.modality_pre_processors[m] = build_preprocessor(setting["preprocess"], train)
+            else:
+                for key in ("data_aug_conf", "grid_conf"):
+                    if not isinstance(setting.get(key), dict):
+                        raise ConfigError(f"{self.source}: missing key 'heter.modality_setting.{m}.{key}'")
+        self.use_visible_labels = train and not visualize and BEV_VISIBILITY_EXT in self.base.add_data_extension
+
+    def keep_agent(self, cav):
+        return cav["modality_name"] in self.heter.modality_setting
+
+    def agent_inputs(self, agents, ego_pose, rng):
+        """{'inputs_mX': [per-agent input of type mX, agent order], 'agent_modality_list': [types]}."""
+        out = {f"inputs_{m}": [] for m in self.heter.modalities}
+        for _, cav in agents:
+            m = cav["modality_name"]
+            setting = self.heter.modality_setting[m]
+            if self.heter.sensor_type(m) == "lidar":
+                item = self.modality_pre_processors[m].preprocess(self.prepare_points(cav, ego_pose, rng))
+            else:
+                from opencood.utils.camera_utils import process_camera_data  # only runs with camera agents
+                item = process_camera_data(cav["params"], cav["camera_data"], cav.get("depth_data"),
+                                           setting["data_aug_conf"], setting["grid_conf"], self.train, rng=rng)
+            out[f"inputs_{m}"].append(item)
+        out["agent_modality_list"] = [cav["modality_name"] for _, cav in agents]
+        return out
+
+    def single_objects_keep(self, cav, boxes):
+        if self.use_visible_labels and self.heter.sensor_type(cav["modality_name"]) == "camera":
+            return visible_object_mask(boxes, cav[BEV_VISIBILITY_EXT])
+        return None
+
+    def collate_inputs(self, samples):
+        """Per type: voxel dicts through that type's pre-processor, camera dicts through collate_camera."""
+        out = {"agent_modality_list": [m for s in samples for m in s["agent_modality_list"]]}
+        for m in self.heter.modalities:
+            items = [d for s in samples for d in s[f"inputs_{m}"]]
+            if not items:
+                continue
+            if self.heter.sensor_type(m) == "lidar":
+                out[f"inputs_{m}"] = self.modality_pre_processors[m].collate_batch(items)
+            else:
+                from opencood.utils.camera_utils import collate_camera  # only runs with camera agents
+                out[f"inputs_{m}"] = collate_camera(items)
+        return out

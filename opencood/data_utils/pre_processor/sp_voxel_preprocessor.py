@@ -1,0 +1,108 @@
+"""Voxelisation of LiDAR point clouds for PointPillars / SECOND encoders (spconv-2 semantics).
+
+The grid is ``round((max - min) / voxel_size)`` cells of ``cav_lidar_range``; points outside the range
+are dropped, every voxel keeps at most ``max_points_per_voxel`` points (first come, first kept) and at
+most ``max_voxel_train`` / ``max_voxel_test`` voxels are produced, in first-occurrence order of the
+points — exactly what spconv's ``Point2VoxelCPU3d`` does. The work is done by the pure-torch
+:func:`opencood.ops.voxelize.voxelize`, so it also runs on a GPU when given a CUDA tensor.
+
+Units: metres, in the frame of the agent whose points are given (usually its own LiDAR frame).
+"""
+import numpy as np
+import torch
+
+from opencood.ops.voxelize import voxelize
+from opencood.utils.errors import ConfigError, DataError
+from opencood.utils.registry import PREPROCESSORS
+
+# Point features fed to the encoders: x, y, z, intensity.
+NUM_POINT_FEATURES = 4
+
+
+def _param(params, section, key):
+    """``params[section][key]`` (or ``params[key]`` when ``section`` is None), else a one-line ConfigError."""
+    node = params if section is None else params.get(section)
+    name = key if section is None else f"{section}.{key}"
+    if not isinstance(node, dict) or key not in node:
+        raise ConfigError(f"{params.get('_source', 'config')}: missing key 'preprocess.{name}'")
+    return node[key]
+
+
+@PREPROCESSORS.register("SpVoxelPreprocessor")
+class SpVoxelPreprocessor:
+    """Turn one agent's point cloud into voxels (spconv-2 ``Point2VoxelCPU3d`` semantics).
+
+    Args:
+        preprocess_params: the YAML ``preprocess`` section: ``{core_method, cav_lidar_range
+            [xmin, ymin, zmin, xmax, ymax, zmax] (m), args: {voxel_size [vx, vy, vz] (m),
+            max_points_per_voxel, max_voxel_train, max_voxel_test}}``.
+        train: use ``max_voxel_train`` (True) or ``max_voxel_test`` (False) as the voxel cap.
+    """
+
+    def __init__(self, preprocess_params, train):
+        self.params = preprocess_params
+        self.train = train
+        self.lidar_range = [float(v) for v in _param(preprocess_params, None, "cav_lidar_range")]
+        self.voxel_size = [float(v) for v in _param(preprocess_params, "args", "voxel_size")]
+        if len(self.lidar_range) != 6 or len(self.voxel_size) != 3 or min(self.voxel_size) <= 0:
+            raise ConfigError(f"{preprocess_params.get('_source', 'config')}: 'preprocess.cav_lidar_range' must "
+                              f"have 6 numbers and 'preprocess.args.voxel_size' 3 positive numbers")
+        self.max_points_per_voxel = int(_param(preprocess_params, "args", "max_points_per_voxel"))
+        cap_key = "max_voxel_train" if train else "max_voxel_test"
+        self.max_voxels = int(_param(preprocess_params, "args", cap_key))
+        extent = np.asarray(self.lidar_range[3:]) - np.asarray(self.lidar_range[:3])
+        # (3,) cells along x, y, z
+        self.grid_size = np.round(extent / np.asarray(self.voxel_size)).astype(np.int64)
+
+    def preprocess(self, pcd_np):
+        """Voxelise one point cloud.
+
+        Args:
+            pcd_np: (P, >=4) points ``[x, y, z, intensity, ...]`` in metres, numpy or torch (any device);
+                only the first 4 columns are used.
+
+        Returns:
+            dict with ``voxel_features`` (V, max_points_per_voxel, 4) float32 (zero padded),
+            ``voxel_coords`` (V, 3) int32 as (z, y, x) cell indices and ``voxel_num_points`` (V,) int32;
+            numpy arrays for numpy input, tensors on the input's device for torch input.
+        """
+        is_np = isinstance(pcd_np, np.ndarray)
+        if pcd_np.ndim != 2 or pcd_np.shape[1] < NUM_POINT_FEATURES:
+            raise DataError(f"SpVoxelPreprocessor.preprocess: expected points of shape (P, >=4), "
+                            f"got {tuple(pcd_np.shape)}")
+        points = torch.from_numpy(np.ascontiguousarray(pcd_np[:, :NUM_POINT_FEATURES], dtype=np.float32)) \
+            if is_np else pcd_np[:, :NUM_POINT_FEATURES].float().contiguous()  # (P, 4)
+        voxels, coords, num_points = voxelize(points, self.voxel_size, self.lidar_range,
+                                              self.max_points_per_voxel, self.max_voxels)
+        out = {"voxel_features": voxels, "voxel_coords": coords, "voxel_num_points": num_points}
+        if is_np:
+            out = {k: v.numpy() for k, v in out.items()}
+        return out
+
+    @staticmethod
+    def collate_batch(batch):
+        """Stack the voxels of several point clouds, prefixing each voxel's coords by its cloud index.
+
+        Args:
+            batch: list of :meth:`preprocess` outputs, or a dict of lists
+                ``{'voxel_features': [...], 'voxel_coords': [...], 'voxel_num_points': [...]}``.
+
+        Returns:
+            dict of tensors: ``voxel_features`` (ΣV, P, 4) float32, ``voxel_coords`` (ΣV, 4) int32 as
+            ``[cloud index, z, y, x]``, ``voxel_num_points`` (ΣV,) int32.
+        """
+        if isinstance(batch, dict):
+            features, coords, num_points = batch["voxel_features"], batch["voxel_coords"], batch["voxel_num_points"]
+        elif isinstance(batch, (list, tuple)):
+            features = [b["voxel_features"] for b in batch]
+            coords = [b["voxel_coords"] for b in batch]
+            num_points = [b["voxel_num_points"] for b in batch]
+        else:
+            raise TypeError(f"SpVoxelPreprocessor.collate_batch: expected a list or dict, got {type(batch).__name__}")
+        coords = [torch.as_tensor(c).to(torch.int32) for c in coords]  # each (V_i, 3)
+        prefixed = [torch.cat([torch.full_like(c[:, :1], i), c], dim=1) for i, c in enumerate(coords)]
+        return {
+            "voxel_features": torch.cat([torch.as_tensor(f).float() for f in features]),  # (ΣV, P, 4)
+            "voxel_coords": torch.cat(prefixed),  # (ΣV, 4)
+            "voxel_num_points": torch.cat([torch.as_tensor(n).to(torch.int32) for n in num_points]),  # (ΣV,)
+        }

@@ -1,0 +1,295 @@
+"""3D bounding-box geometry: 7-vectors, 8 corners, projections and range filters.
+
+Conventions (see docs/architecture.md): CARLA frame (x forward, y right, z up), metres; box yaw in
+**radians**. A box is ``(x, y, z, h, w, l, yaw)`` for ``order='hwl'`` or ``(x, y, z, l, w, h, yaw)`` for
+``order='lwh'``; ``l`` lies along the heading, ``w`` across it. Corners (N, 8, 3) follow the template
+x = [+,+,-,-,+,+,-,-] l/2, y = [-,+,+,-,-,+,+,-] w/2, z = [-,-,-,-,+,+,+,+] h/2, rotated by yaw about z
+and translated; corners 0-3 are the bottom face (the BEV polygon), 4-7 the top face above them.
+Functions accept numpy arrays or torch tensors where stated and return the same type.
+"""
+import numpy as np
+import torch
+
+from opencood.utils.errors import DataError
+from opencood.utils.transformation_utils import x1_to_x2
+
+_SIGN_X = (1, 1, -1, -1, 1, 1, -1, -1)
+_SIGN_Y = (-1, 1, 1, -1, -1, 1, 1, -1)
+_SIGN_Z = (-1, -1, -1, -1, 1, 1, 1, 1)
+# Corner pairs (tail, head) of the edges along +x (heading), +y (width) and +z (height) of the template.
+_LENGTH_EDGES = ((3, 0), (2, 1), (7, 4), (6, 5))
+_WIDTH_EDGES = ((0, 1), (3, 2), (4, 5), (7, 6))
+_HEIGHT_EDGES = ((0, 4), (1, 5), (2, 6), (3, 7))
+
+
+def dims_index(order):
+    """Column indices ``(ih, iw, il)`` of h, w, l in a 7-vector box of ``order`` ('hwl' or 'lwh')."""
+    if order == "hwl":
+        return 3, 4, 5
+    if order == "lwh":
+        return 5, 4, 3
+    raise ValueError(f"box order must be 'hwl' or 'lwh', got {order!r}")
+
+
+def boxes_to_corners_3d(boxes3d, order):
+    """7-vector boxes -> 8 corners.
+
+    Args:
+        boxes3d: (N, 7) numpy array or torch tensor, ``order`` layout, metres/radians.
+        order: ``'hwl'`` or ``'lwh'``.
+
+    Returns:
+        (N, 8, 3) corners, same type (and dtype/device) as the input.
+    """
+    ih, iw, il = dims_index(order)
+    is_np = isinstance(boxes3d, np.ndarray)
+    boxes = torch.from_numpy(boxes3d) if is_np else boxes3d
+    if not boxes.is_floating_point():
+        boxes = boxes.double()
+    signs = torch.tensor([_SIGN_X, _SIGN_Y, _SIGN_Z], dtype=boxes.dtype, device=boxes.device)  # (3, 8)
+    half = torch.stack([boxes[:, il], boxes[:, iw], boxes[:, ih]], dim=1) / 2  # (N, 3)
+    local = half[:, :, None] * signs[None]  # (N, 3, 8)
+    cos, sin = torch.cos(boxes[:, 6]), torch.sin(boxes[:, 6])  # (N,)
+    x = local[:, 0] * cos[:, None] - local[:, 1] * sin[:, None] + boxes[:, 0:1]  # (N, 8)
+    y = local[:, 0] * sin[:, None] + local[:, 1] * cos[:, None] + boxes[:, 1:2]  # (N, 8)
+    z = local[:, 2] + boxes[:, 2:3]  # (N, 8)
+    corners = torch.stack([x, y, z], dim=2)  # (N, 8, 3)
+    return corners.numpy() if is_np else corners
+
+
+def boxes_to_corners2d(boxes3d, order):
+    """Bottom-face corners (the BEV polygon) of 7-vector boxes.
+
+    Args:
+        boxes3d: (N, 7) numpy or torch, ``order`` layout.
+        order: ``'hwl'`` or ``'lwh'``.
+
+    Returns:
+        (N, 4, 3) corners 0-3, same type as the input.
+    """
+    return boxes_to_corners_3d(boxes3d, order)[:, :4, :]
+
+
+def corner_to_center(corners3d, order="hwl"):
+    """8 corners -> 7-vector boxes (inverse of :func:`boxes_to_corners_3d` for upright boxes).
+
+    Centre = mean of the 8 corners; l, w = mean BEV length of the 4 edges along the heading / across
+    it; h = mean z extent of the 4 vertical edges; yaw = heading of the *sum of the unit vectors* of the
+    4 heading edges. The reference averages the four ``atan2`` angles instead, which breaks near yaw =
+    +-pi (e.g. pi - e and -pi + e average to 0); summing unit vectors fixes that.
+
+    Args:
+        corners3d: (N, 8, 3) numpy array, metres.
+        order: ``'hwl'`` or ``'lwh'`` layout of the output.
+
+    Returns:
+        (N, 7) float64 boxes, yaw in radians within (-pi, pi].
+    """
+    ih, iw, il = dims_index(order)
+    corners = np.asarray(corners3d, dtype=np.float64)
+    heads = np.array(_LENGTH_EDGES)
+    widths = np.array(_WIDTH_EDGES)
+    heights = np.array(_HEIGHT_EDGES)
+    vec_l = corners[:, heads[:, 1], :2] - corners[:, heads[:, 0], :2]  # (N, 4, 2)
+    vec_w = corners[:, widths[:, 1], :2] - corners[:, widths[:, 0], :2]  # (N, 4, 2)
+    len_l = np.linalg.norm(vec_l, axis=2)  # (N, 4)
+    unit = vec_l / np.maximum(len_l, 1e-12)[..., None]  # (N, 4, 2)
+    heading = unit.sum(axis=1)  # (N, 2)
+    out = np.zeros((corners.shape[0], 7), dtype=np.float64)
+    out[:, :3] = corners.mean(axis=1)
+    out[:, il] = len_l.mean(axis=1)
+    out[:, iw] = np.linalg.norm(vec_w, axis=2).mean(axis=1)
+    out[:, ih] = np.abs(corners[:, heights[:, 1], 2] - corners[:, heights[:, 0], 2]).mean(axis=1)
+    out[:, 6] = np.arctan2(heading[:, 1], heading[:, 0])
+    return out
+
+
+def _standup(corners):
+    """[xmin, ymin, xmax, ymax] (N, 4) of corners (N, K, >=2), numpy or torch."""
+    xy = corners[:, :, :2]
+    if isinstance(xy, np.ndarray):
+        return np.concatenate([xy.min(axis=1), xy.max(axis=1)], axis=1)
+    return torch.cat([xy.amin(dim=1), xy.amax(dim=1)], dim=1)
+
+
+def corner_to_standup_box_torch(box_corner):
+    """Axis-aligned BEV hull of boxes.
+
+    Args:
+        box_corner: (N, 8, 3) or (N, 4, >=2) corners, torch (numpy also accepted).
+
+    Returns:
+        (N, 4) ``[xmin, ymin, xmax, ymax]``, same type as the input.
+    """
+    return _standup(box_corner)
+
+
+def corner2d_to_standup_boxes(corner2d):
+    """Axis-aligned hull of BEV quads.
+
+    Args:
+        corner2d: (N, 4, >=2) numpy (torch also accepted).
+
+    Returns:
+        (N, 4) ``[xmin, ymin, xmax, ymax]``, same type as the input.
+    """
+    return _standup(corner2d)
+
+
+def project_box3d(box3d, transformation_matrix):
+    """Apply a rigid transformation to box corners.
+
+    Args:
+        box3d: (N, 8, 3) corners, numpy or torch.
+        transformation_matrix: (4, 4) T_target<-source, same library as ``box3d``.
+
+    Returns:
+        (N, 8, 3) corners in the target frame, same type as the input.
+    """
+    rot = transformation_matrix[:3, :3]
+    trans = transformation_matrix[:3, 3]
+    if isinstance(box3d, np.ndarray):
+        return box3d @ np.asarray(rot).T + np.asarray(trans)
+    rot = rot.to(box3d)
+    return box3d @ rot.T + trans.to(box3d)
+
+
+def project_points_by_matrix_torch(points, transformation_matrix):
+    """Apply a rigid transformation to points (torch).
+
+    Args:
+        points: (N, 3) xyz.
+        transformation_matrix: (4, 4) T_target<-source.
+
+    Returns:
+        (N, 3) points in the target frame.
+    """
+    tfm = transformation_matrix.to(points)
+    return points @ tfm[:3, :3].T + tfm[:3, 3]
+
+
+def mask_boxes_outside_range_numpy(boxes, limit_range, order, min_num_corners=8, return_mask=False):
+    """Keep the boxes that have at least ``min_num_corners`` corners inside a range (bounds inclusive).
+
+    Args:
+        boxes: (N, 7) numpy, ``order`` layout.
+        limit_range: ``[xmin, ymin, zmin, xmax, ymax, zmax]`` metres (extra entries ignored).
+        order: ``'hwl'`` or ``'lwh'``.
+        min_num_corners: corners (of 8, each tested on x, y and z) that must be inside.
+        return_mask: also return the (N,) bool mask.
+
+    Returns:
+        (K, 7) kept boxes, or ``(boxes, mask)`` when ``return_mask``.
+    """
+    limit = np.asarray(limit_range, dtype=np.float64)
+    corners = boxes_to_corners_3d(np.asarray(boxes), order)  # (N, 8, 3)
+    inside = ((corners >= limit[0:3]) & (corners <= limit[3:6])).all(axis=2)  # (N, 8)
+    mask = inside.sum(axis=1) >= min_num_corners  # (N,)
+    kept = boxes[mask]
+    return (kept, mask) if return_mask else kept
+
+
+def get_mask_for_boxes_within_range_torch(boxes, gt_range):
+    """Which boxes have all 8 corners inside ``gt_range`` (x, y and z; bounds inclusive).
+
+    Args:
+        boxes: (N, 8, 3) corners, torch.
+        gt_range: ``[xmin, ymin, zmin, xmax, ymax, zmax]`` metres.
+
+    Returns:
+        (N,) bool tensor.
+    """
+    rng = torch.as_tensor(gt_range, dtype=boxes.dtype, device=boxes.device)
+    return ((boxes >= rng[0:3]) & (boxes <= rng[3:6])).all(dim=2).all(dim=1)
+
+
+def remove_large_pred_bbx(bbx_3d, max_extent=6.0):
+    """Keep predictions whose axis-aligned BEV extent is plausible for a vehicle.
+
+    The reference meant to test x, y and z extents but read the y column for "z" (and mixed a float
+    into a bool mask); the effective rule, implemented here, is x and y extent <= ``max_extent``.
+
+    Args:
+        bbx_3d: (N, 8, 3) corners, torch.
+        max_extent: largest allowed x and y extent, metres.
+
+    Returns:
+        (N,) bool keep mask.
+    """
+    extent = bbx_3d[:, :, :2].amax(dim=1) - bbx_3d[:, :, :2].amin(dim=1)  # (N, 2)
+    return (extent <= max_extent).all(dim=1)
+
+
+def remove_bbx_abnormal_z(bbx_3d, z_min=-3.0, z_max=1.0):
+    """Keep predictions whose corners all lie within a height band of the LiDAR frame.
+
+    The reference keeps a box when its lowest corner is >= -3 m and its highest corner <= 1 m (the
+    LiDAR sits ~1.9 m above the road, so this is the ground-to-roof band of vehicles).
+
+    Args:
+        bbx_3d: (N, 8, 3) corners, torch.
+        z_min: lowest allowed corner z, metres.
+        z_max: highest allowed corner z, metres.
+
+    Returns:
+        (N,) bool keep mask.
+    """
+    z = bbx_3d[:, :, 2]  # (N, 8)
+    return (z.amin(dim=1) >= z_min) & (z.amax(dim=1) <= z_max)
+
+
+def create_bbx(extent):
+    """Corners of a box centred at the origin of its own frame.
+
+    Args:
+        extent: (3,) **half** sizes ``[l/2, w/2, h/2]`` metres (the agent YAML ``extent``).
+
+    Returns:
+        (8, 3) float64 corners in the template order.
+    """
+    ext = np.asarray(extent, dtype=np.float64).reshape(3)
+    return np.array([_SIGN_X, _SIGN_Y, _SIGN_Z], dtype=np.float64).T * ext  # (8, 3)
+
+
+def project_world_objects(object_dict, output_dict, lidar_pose, order="hwl", lidar_range=None,
+                          min_num_corners=2):
+    """Express the objects of an agent YAML as 7-vector boxes in a LiDAR frame.
+
+    Each object's pose is ``[location + center, angle]``: the ``center`` offset is added in world
+    axes without rotating it by the object's angle (that is how the OPV2V dumper defines it). Its 8
+    corners (from the half sizes ``extent``) are mapped with ``x1_to_x2(object_pose, lidar_pose)``
+    and turned back into a box with :func:`corner_to_center`. Objects with non-finite values are
+    skipped.
+
+    Args:
+        object_dict: ``{id: {'location': (3,), 'center': (3,), 'angle': [roll, yaw, pitch] deg,
+            'extent': (3,) half sizes}}`` (world frame, metres).
+        output_dict: filled in place with ``{id: (7,) float64 box}`` in ``order`` layout.
+        lidar_pose: (6,) pose of the target LiDAR frame in the world (metres, degrees).
+        order: ``'hwl'`` or ``'lwh'``.
+        lidar_range: optional ``[xmin, ymin, zmin, xmax, ymax, zmax]``; when given, objects with fewer
+            than ``min_num_corners`` corners inside it are skipped.
+        min_num_corners: see ``lidar_range``.
+
+    Raises:
+        DataError: an object misses one of the keys above.
+    """
+    dims_index(order)
+    for object_id, content in object_dict.items():
+        try:
+            location, center = content["location"], content["center"]
+            angle, extent = content["angle"], content["extent"]
+        except KeyError as err:
+            raise DataError(f"vehicles[{object_id}]: missing key {err.args[0]!r}") from None
+        pose = np.concatenate([np.add(location, center, dtype=np.float64), np.asarray(angle, np.float64)])
+        extent = np.asarray(extent, dtype=np.float64)
+        if not (np.isfinite(pose).all() and np.isfinite(extent).all()):
+            continue
+        corners = create_bbx(extent)  # (8, 3) object frame
+        tfm = x1_to_x2(pose, lidar_pose)
+        corners = corners @ tfm[:3, :3].T + tfm[:3, 3]  # (8, 3) LiDAR frame
+        box = corner_to_center(corners[None], order=order)  # (1, 7)
+        if lidar_range is not None:
+            box = mask_boxes_outside_range_numpy(box, lidar_range, order, min_num_corners)
+        if box.shape[0] == 1:
+            output_dict[object_id] = box[0]
