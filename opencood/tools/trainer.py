@@ -238,12 +238,29 @@ def _run(opt, dd):
                                            os.path.join(saved_path, f"net_epoch_bestval_at{epoch + 1}.pth"))
                     _save_state(saved_path, epoch + 1, optimizer, scheduler, scaler, best_val)
         dd.barrier()
+    if dd.enabled:
+        _check_ranks_in_sync(model, dd)
     if writer is not None:
         writer.close()
     if dd.main and not opt.skip_test:
         from opencood.tools import inference
         inference.main(["--model_dir", saved_path, "--fusion_method", opt.fusion_method])
     return saved_path
+
+
+@torch.no_grad()
+def _check_ranks_in_sync(model, dd):
+    """All ranks must end with bit-identical weights; compare a float64 checksum of every tensor."""
+    sums = torch.stack([t.detach().double().sum() for t in model.state_dict().values()
+                        if t.is_floating_point()]).to(next(model.parameters()).device)
+    gathered = [torch.zeros_like(sums) for _ in range(dd.world)]
+    dist.all_gather(gathered, sums)
+    same = all(torch.equal(g, gathered[0]) for g in gathered)
+    if dd.main:
+        print(f"DDP: weights {'identical' if same else 'DIFFER'} on {dd.world} ranks "
+              f"(checksum {float(gathered[0].sum()):.6f})")
+    if not same:
+        raise RuntimeError("DDP ranks ended with different weights")
 
 
 def _resume_point(saved_path):

@@ -35,8 +35,7 @@ class AttFusion(nn.Module):
             (B, C, H, W) fused ego-frame features.
         """
         feats, mask = warp_to_ego_padded(x, record_len, affine_matrix)  # (B, L, C, H, W), (B, L)
-        ego = feats[:, :1]  # (B, 1, C, H, W)
-        score = (feats * ego).sum(dim=2) * self.scale  # (B, L, H, W)
+        score = torch.einsum("blchw,bchw->blhw", feats, feats[:, 0]) * self.scale  # (B, L, H, W), ego query
         score = score.masked_fill(~mask[:, :, None, None], float("-inf"))
         attn = torch.softmax(score, dim=1)  # (B, L, H, W), softmax over agents
-        return (attn.unsqueeze(2) * feats).sum(dim=1)  # (B, C, H, W)
+        return torch.einsum("blhw,blchw->bchw", attn, feats)  # (B, C, H, W)

@@ -1,5 +1,4 @@
 """Scatter pillar features onto the dense BEV canvas (rows = y, cols = x)."""
-import torch
 import torch.nn as nn
 
 from opencood.utils.errors import ConfigError

@@ -1,0 +1,227 @@
+"""GenComm heterogeneous collaborative detector (stage 1 and stage 2).
+
+Per agent k of type mX (on top of :class:`HeterModelBaseline`):
+
+1. ``F_k`` = encoder_mX -> backbone_mX -> shrinker_mX (N, C, H, W), own frame.
+2. ``M_k`` = message_extractor_mX(F_k) (N, 2, H, W) — the only thing a collaborator sends. Camera maps: the
+   message is extracted on the camera grid, then F and M are centre-cropped / zero-padded to the LiDAR grid.
+3. Optional eval-only message dropout (``missing_message``): non-ego messages times a random 0/1 mask.
+4. Generation in the ego's semantic space: start = each sample's ego feature, conditioned on ``M_k``
+   (``gencomm`` generator, T UNet calls, batched over agents), then the Channel ``enhancer``.
+5. ``fusion_net`` in the ego frame (warping by ``pairwise_t_matrix``), ``cls/reg/dir`` heads.
+
+Stage 1 trains everything of one agent type. Stage 2 freezes everything except the non-ego types'
+``message_extractor_mX`` (parameters ``requires_grad=False`` and frozen modules kept in eval mode across
+``model.train()`` calls, so BatchNorm statistics cannot drift).
+
+Parameter names: ``encoder_mX.``, ``backbone_mX.``, ``shrinker_mX.``, ``message_extractor_mX.``,
+``gencomm.model.`` (UNet), ``enhancer.``, ``fusion_net.``, ``cls_head.``, ``reg_head.``, ``dir_head.``.
+
+Extra ``model.args`` keys (besides the baseline's):
+    gencomm | diffcomm: generator config (see :class:`GenCommGenerator`; either name, same content);
+        ``gencomm.eval_seed`` (default None): seed of the eval-mode sampling noise; None = stochastic.
+    message_extractor: {in_ch, out_ch} (default {in_ch: gencomm.model.in_channels, out_ch: 2}).
+    enhancer: {in_ch} (a missing or non-mapping value means the feature channels, fixing reference YAMLs).
+    generate_ego: True (reference) = the ego's own feature is also replaced by its generated, enhanced
+        version; False = the real ego feature is fused (paper Algorithm 1) and only collaborators are
+        generated.
+    missing_message: False; ``missing_message_ratio`` (stage 1: 0.4, stage 2: 0.1 as the reference):
+        at eval only, each non-ego message cell is zeroed with that probability (robustness study).
+"""
+import torch
+
+from opencood.models.heter_model_baseline import HeterModelBaseline
+from opencood.models.sub_modules.cond_diffusion import GenCommGenerator
+from opencood.models.sub_modules.enhancer import Enhancer
+from opencood.models.sub_modules.message_extractor import MessageExtractor
+from opencood.utils.errors import CheckpointError, ConfigError
+from opencood.utils.registry import MODELS
+
+
+def generator_config(args):
+    """The generator section of ``model.args``: ``gencomm`` or its old name ``diffcomm``."""
+    sections = {k: args[k] for k in ("gencomm", "diffcomm") if k in args}
+    if not sections:
+        raise ConfigError("model.args: missing key 'gencomm' (or its alias 'diffcomm')")
+    if len(sections) == 2 and sections["gencomm"] != sections["diffcomm"]:
+        raise ConfigError("model.args: 'gencomm' and 'diffcomm' both given with different content")
+    cfg = next(iter(sections.values()))
+    if not isinstance(cfg, dict):
+        raise ConfigError("model.args.gencomm: must be a mapping")
+    return cfg
+
+
+@MODELS.register("heter_model_baseline_w_gencomm_stage1", "heter_model_baseline_w_gencomm")
+class HeterModelBaselineWGenComm(HeterModelBaseline):
+    """GenComm stage 1 (everything trainable).
+
+    Args:
+        args: YAML ``model.args`` (see the module docstring).
+    """
+
+    default_missing_ratio = 0.4
+
+    def __init__(self, args):
+        super().__init__(args)
+        gen_cfg = generator_config(args)
+        feat_ch = int(gen_cfg.get("model", {}).get("in_channels", 128))
+        dme_cfg = args.get("message_extractor") or {"in_ch": feat_ch, "out_ch": 2}
+        if int(dme_cfg.get("in_ch", feat_ch)) != feat_ch:
+            raise ConfigError(f"model.args.message_extractor.in_ch: {dme_cfg['in_ch']} != "
+                              f"gencomm.model.in_channels {feat_ch}")
+        msg_ch = int(dme_cfg.get("out_ch", 2))
+        for m in self.modalities:
+            setattr(self, f"message_extractor_{m}", MessageExtractor.from_config(dme_cfg))
+        self.gencomm = GenCommGenerator.from_config(gen_cfg, cond_channels=msg_ch)
+        enh_cfg = args.get("enhancer")
+        self.enhancer = Enhancer.from_config(enh_cfg if isinstance(enh_cfg, dict) else {"in_ch": feat_ch})
+        self.generate_ego = bool(args.get("generate_ego", True))
+        self.missing_message = bool(args.get("missing_message", False))
+        self.missing_ratio = float(args.get("missing_message_ratio", self.default_missing_ratio))
+
+    def encode_with_messages(self, data_dict):
+        """Features and messages of every agent on the LiDAR grid, in batch order.
+
+        Returns:
+            features (N, C, H, W), messages (N, M, H, W), aux dict (``depth_items_mX``).
+        """
+        modality_list = self.agent_modalities(data_dict)
+        feats, msgs, aux = {}, {}, {}
+        for m in self.modalities:
+            if m not in modality_list:
+                continue
+            feature = self.encode_modality(data_dict, m)  # (n_m, C, h, w) own grid
+            message = getattr(self, f"message_extractor_{m}")(feature)  # (n_m, M, h, w)
+            feats[m] = self.crop_to_lidar_grid(feature, m)  # (n_m, C, H, W)
+            msgs[m] = self.crop_to_lidar_grid(message, m)  # (n_m, M, H, W)
+            depth_items = getattr(getattr(self, f"encoder_{m}"), "depth_items", None)
+            if depth_items is not None:
+                aux[f"depth_items_{m}"] = depth_items
+        return (self.stack_in_agent_order(feats, modality_list),
+                self.stack_in_agent_order(msgs, modality_list), aux)
+
+    @staticmethod
+    def ego_mask(record_len, n, device):
+        """(N,) bool, True at each sample's first agent (the ego)."""
+        record_len = record_len.to(device).long()
+        mask = torch.zeros(n, dtype=torch.bool, device=device)
+        mask[torch.cumsum(record_len, 0) - record_len] = True
+        return mask
+
+    def drop_messages(self, messages, is_ego):
+        """Eval-time robustness study: zero each non-ego message cell with prob. ``missing_ratio``.
+
+        Args:
+            messages: (N, M, H, W).
+            is_ego: (N,) bool.
+
+        Returns:
+            (N, M, H, W) messages (ego rows untouched; one mask per cell, shared by the M channels).
+        """
+        n, _, h, w = messages.shape
+        keep = (torch.rand(n, 1, h, w, device=messages.device) >= self.missing_ratio).to(messages.dtype)
+        keep[is_ego] = 1.0
+        return messages * keep
+
+    def forward(self, data_dict):
+        """Args:
+            data_dict: batch['ego'] (``inputs_mX``, ``agent_modality_list``, ``record_len`` (B,),
+                ``pairwise_t_matrix`` (B, L, L, 4, 4)).
+
+        Returns:
+            dict: ``cls_preds`` (B, A, H, W), ``reg_preds`` (B, 7A, H, W), ``dir_preds`` (B, 2A, H, W),
+            ``fused_feature`` (B, C, H, W), ``message`` (N, M, H, W), ``pred_feature`` / ``gt_feature``
+            (G, C, H, W) = generator output (before the enhancer) and the agents' own shrinker
+            features (not detached) for the G generated agents (all N by default; the N - B
+            collaborators with ``generate_ego: false``), plus ``depth_items_mX`` of camera encoders.
+        """
+        features, messages, aux = self.encode_with_messages(data_dict)  # (N,C,H,W), (N,M,H,W)
+        record_len = data_dict["record_len"]
+        is_ego = self.ego_mask(record_len, features.shape[0], features.device)  # (N,)
+        if self.missing_message and not self.training:
+            messages = self.drop_messages(messages, is_ego)
+
+        x_start = self.gencomm.ego_start(features, record_len)  # (N, C, H, W)
+        gen_idx = torch.arange(features.shape[0], device=features.device)
+        if not self.generate_ego:
+            gen_idx = gen_idx[~is_ego]
+        fused_input = features
+        pred = features.new_zeros((0,) + tuple(features.shape[1:]))
+        if gen_idx.numel() > 0:
+            pred = self.gencomm(messages[gen_idx], x_start[gen_idx])  # (G, C, H, W)
+            fused_input = features.index_copy(0, gen_idx, self.enhancer(pred))  # (N, C, H, W)
+
+        out = self.fuse_and_detect(fused_input, data_dict)
+        out.update(aux)
+        out.update({"message": messages, "pred_feature": pred, "gt_feature": features[gen_idx]})
+        return out
+
+
+@MODELS.register("heter_model_baseline_w_gencomm_stage2")
+class HeterModelBaselineWGenCommStage2(HeterModelBaselineWGenComm):
+    """GenComm stage 2: only the non-ego types' message extractors learn.
+
+    ``ego_modality`` (``"m1"`` or ``"m1&m2"``) names the ego type(s); its modules, the generator, enhancer,
+    fusion and heads come from the merged stage-1 checkpoint (see :meth:`required_prefixes`) and stay frozen.
+
+    Args:
+        args: YAML ``model.args``; ``ego_modality`` is required.
+    """
+
+    default_missing_ratio = 0.1
+
+    def __init__(self, args):
+        if "ego_modality" not in args:
+            raise ConfigError("model.args: missing key 'ego_modality' (stage 2 needs the ego agent type)")
+        super().__init__(args)
+        self.ego_types = [m.strip() for m in str(args["ego_modality"]).split("&")]
+        missing = [m for m in self.ego_types if m not in self.modalities]
+        if missing:
+            raise ConfigError(f"model.args.ego_modality: ego type '{missing[0]}' has no section in "
+                              f"model.args (known: {self.modalities})")
+        self.trainable_modules = [f"message_extractor_{m}" for m in self.modalities
+                                  if m not in self.ego_types]
+        if not self.trainable_modules:
+            raise ConfigError(f"model.args: stage 2 needs a non-ego agent type besides ego_modality "
+                              f"{self.ego_types} (known: {self.modalities})")
+        for name, param in self.named_parameters():
+            param.requires_grad_(name.split(".", 1)[0] in self.trainable_modules)
+        self.train(self.training)
+
+    def train(self, mode=True):
+        """Set train/eval mode; frozen modules always stay in eval mode (BatchNorm stats fixed)."""
+        super().train(mode)
+        for name, child in self.named_children():
+            if name not in self.trainable_modules:
+                child.eval()
+        return self
+
+    def model_train_init(self):
+        """Hook called by train.py after ``model.train()``: re-applies the frozen modules' eval mode."""
+        self.train(True)
+
+    def trainable_parameter_count(self):
+        """Number of parameters with ``requires_grad`` (the non-ego DMEs)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def required_prefixes(self):
+        """State-dict prefixes the merged checkpoint must provide: every frozen module with parameters
+        (all encoders/backbones/shrinkers, the ego's message extractor, ``gencomm.``, ``enhancer.``,
+        ``fusion_net.`` and the heads). The trained DMEs may start from scratch."""
+        return [f"{name}." for name, child in self.named_children()
+                if name not in self.trainable_modules and any(True for _ in child.parameters())]
+
+    def check_state_dict(self, state_dict, source="checkpoint"):
+        """Refuse a checkpoint without the frozen modules stage 2 relies on.
+
+        Args:
+            state_dict: the merged checkpoint's state_dict.
+            source: file name used in the error message.
+
+        Raises:
+            CheckpointError: one line naming the file and the first missing prefix.
+        """
+        for prefix in self.required_prefixes():
+            if not any(key.startswith(prefix) for key in state_dict):
+                raise CheckpointError(f"{source}: no '{prefix}*' keys; stage 2 needs the ego's and every "
+                                      f"agent type's stage-1 modules (merge_and_save the stage-1 runs first)")
