@@ -3,20 +3,32 @@
 The grid is ``round((max - min) / voxel_size)`` cells of ``cav_lidar_range``; points outside the range
 are dropped, every voxel keeps at most ``max_points_per_voxel`` points (first come, first kept) and at
 most ``max_voxel_train`` / ``max_voxel_test`` voxels are produced, in first-occurrence order of the
-points — exactly what spconv's ``Point2VoxelCPU3d`` does. The work is done by the pure-torch
-:func:`opencood.ops.voxelize.voxelize`, so it also runs on a GPU when given a CUDA tensor.
+points — exactly what spconv's ``Point2VoxelCPU3d`` does.
+
+Two interchangeable backends give identical outputs: spconv's ``PointToVoxel`` (about 4x faster on the
+CPU, where data-loader workers voxelise, but it keeps a dense int32 hash of the whole grid: 0.5 MB for
+PointPillars' 512 x 256 x 1 grid, 340 MB for SECOND's 2048 x 1024 x 40) and the pure-torch
+:func:`opencood.ops.voxelize.voxelize` (no grid-sized memory, runs on CUDA tensors too). The default
+(``backend=None``) uses spconv for CPU input when the grid has at most ``SPCONV_MAX_GRID_CELLS`` cells,
+the torch op otherwise.
 
 Units: metres, in the frame of the agent whose points are given (usually its own LiDAR frame).
 """
+import importlib
+
 import numpy as np
 import torch
 
 from opencood.ops.voxelize import voxelize
 from opencood.utils.errors import ConfigError, DataError
 from opencood.utils.registry import PREPROCESSORS
+from opencood.utils.spconv_utils import import_spconv
 
 # Point features fed to the encoders: x, y, z, intensity.
 NUM_POINT_FEATURES = 4
+# Largest grid (cells) for which spconv's dense voxel hash (4 bytes a cell) is worth its memory.
+SPCONV_MAX_GRID_CELLS = 1 << 24
+BACKENDS = ("spconv", "torch")
 
 
 def _param(params, section, key):
@@ -37,9 +49,11 @@ class SpVoxelPreprocessor:
             [xmin, ymin, zmin, xmax, ymax, zmax] (m), args: {voxel_size [vx, vy, vz] (m),
             max_points_per_voxel, max_voxel_train, max_voxel_test}}``.
         train: use ``max_voxel_train`` (True) or ``max_voxel_test`` (False) as the voxel cap.
+        backend: ``'spconv'``, ``'torch'`` or None (automatic, see the module docstring); CUDA input
+            always uses the torch op.
     """
 
-    def __init__(self, preprocess_params, train):
+    def __init__(self, preprocess_params, train, backend=None):
         self.params = preprocess_params
         self.train = train
         self.lidar_range = [float(v) for v in _param(preprocess_params, None, "cav_lidar_range")]
@@ -53,6 +67,23 @@ class SpVoxelPreprocessor:
         extent = np.asarray(self.lidar_range[3:]) - np.asarray(self.lidar_range[:3])
         # (3,) cells along x, y, z
         self.grid_size = np.round(extent / np.asarray(self.voxel_size)).astype(np.int64)
+        if backend is None:
+            backend = "spconv" if int(np.prod(self.grid_size)) <= SPCONV_MAX_GRID_CELLS else "torch"
+        if backend not in BACKENDS:
+            raise ValueError(f"SpVoxelPreprocessor: backend must be one of {BACKENDS}, got {backend!r}")
+        self.backend = backend
+        self._spconv_generator = None  # built on first use, inside the data-loader worker
+
+    def _spconv_voxelize(self, points):
+        """spconv ``PointToVoxel`` on CPU points (P, 4) -> (voxels, coords, num_points) tensors."""
+        if self._spconv_generator is None:
+            import_spconv("preprocess.core_method")
+            point_to_voxel = importlib.import_module("spconv.pytorch.utils").PointToVoxel
+            self._spconv_generator = point_to_voxel(
+                vsize_xyz=self.voxel_size, coors_range_xyz=self.lidar_range, num_point_features=NUM_POINT_FEATURES,
+                max_num_voxels=self.max_voxels, max_num_points_per_voxel=self.max_points_per_voxel)
+        voxels, coords, num_points = self._spconv_generator(points)  # copies of its reusable buffers
+        return voxels, coords, num_points
 
     def preprocess(self, pcd_np):
         """Voxelise one point cloud.
@@ -72,8 +103,11 @@ class SpVoxelPreprocessor:
                             f"got {tuple(pcd_np.shape)}")
         points = torch.from_numpy(np.ascontiguousarray(pcd_np[:, :NUM_POINT_FEATURES], dtype=np.float32)) \
             if is_np else pcd_np[:, :NUM_POINT_FEATURES].float().contiguous()  # (P, 4)
-        voxels, coords, num_points = voxelize(points, self.voxel_size, self.lidar_range,
-                                              self.max_points_per_voxel, self.max_voxels)
+        if self.backend == "spconv" and points.device.type == "cpu":
+            voxels, coords, num_points = self._spconv_voxelize(points)
+        else:
+            voxels, coords, num_points = voxelize(points, self.voxel_size, self.lidar_range,
+                                                  self.max_points_per_voxel, self.max_voxels)
         out = {"voxel_features": voxels, "voxel_coords": coords, "voxel_num_points": num_points}
         if is_np:
             out = {k: v.numpy() for k, v in out.items()}

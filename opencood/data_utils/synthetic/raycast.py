@@ -7,6 +7,8 @@ all of them. The slab test itself is done in the box frame (rays rotated by -yaw
 """
 import numpy as np
 
+# Corner index pairs of the 12 edges of a box from :func:`box_corners` (index = 4 sx + 2 sy + sz, bits 0/1).
+_EDGES = np.array([(i, i | bit) for i in range(8) for bit in (1, 2, 4) if not i & bit])
 GROUND = -1  # hit code of the ground plane
 NOTHING = -2  # hit code of a ray that hits nothing (sky / beyond range)
 
@@ -161,15 +163,20 @@ def pinhole_footprint(camera_from_world, intrinsic, width, height):
     Returns:
         ``f(corners (8, 3)) -> (rows, cols)`` for :func:`cast`.
     """
-    all_rows, all_cols = np.arange(height), np.arange(width)
+    near = 1e-2
 
     def footprint(corners):
         local = corners @ camera_from_world[:3, :3].T + camera_from_world[:3, 3]  # (8, 3)
         z = local[:, 2]
-        if (z <= 1e-3).all():  # behind the camera
+        if (z <= near).all():  # behind the camera
             return None
-        if (z <= 1e-3).any():  # straddles the image plane: test every pixel
-            return all_rows, all_cols
+        if (z <= near).any():  # straddles the near plane: keep the part in front of it
+            a, b = local[_EDGES[:, 0]], local[_EDGES[:, 1]]  # (12, 3) edge ends
+            crossing = (a[:, 2] - near) * (b[:, 2] - near) < 0
+            a, b = a[crossing], b[crossing]
+            w = ((near - a[:, 2]) / (b[:, 2] - a[:, 2]))[:, None]
+            local = np.concatenate([local[z > near], a + w * (b - a)])  # (K, 3) all with z >= near
+            z = local[:, 2]
         u = intrinsic[0, 0] * local[:, 0] / z + intrinsic[0, 2]
         v = intrinsic[1, 1] * local[:, 1] / z + intrinsic[1, 2]
         c0, c1 = max(int(np.floor(u.min())) - 1, 0), min(int(np.ceil(u.max())) + 1, width)

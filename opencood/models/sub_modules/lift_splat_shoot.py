@@ -11,7 +11,6 @@ gt_bins (N*Ncam, fH, fW) long or None)`` when ``depth_supervision`` is on (and d
 not ``use_depth_gt``), else ``None``; the heterogeneous
 model copies it into its output as ``depth_items_mX`` for ``point_pillar_depth_loss``.
 """
-import torch
 import torch.nn as nn
 
 from opencood.models.sub_modules.lss_submodule import (CamEncode, create_frustum, depth_values_from_conf,

@@ -194,7 +194,8 @@ class EfficientNetTrunk(nn.Module):
     def __init__(self, downsample, pretrained=False):
         super().__init__()
         if downsample not in (8, 16):
-            raise ConfigError(f"model.args.encoder_args.img_downsample: EfficientNet supports 8 or 16, got {downsample}")
+            raise ConfigError(
+                f"model.args.encoder_args.img_downsample: EfficientNet supports 8 or 16, got {downsample}")
         weights = torchvision.models.EfficientNet_B0_Weights.IMAGENET1K_V1 if pretrained else None
         stages = torchvision.models.efficientnet_b0(weights=weights).features
         self.stem_to_r3 = nn.Sequential(*stages[0:4])  # -> (B, 40, H/8, W/8)

@@ -8,7 +8,6 @@
 import warnings
 
 import numpy as np
-import torch
 import torch.nn as nn
 
 from opencood.models.sub_modules.sparse_backbone_3d import VoxelBackBone8x

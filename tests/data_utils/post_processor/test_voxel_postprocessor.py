@@ -7,7 +7,7 @@ import torch
 
 from opencood.data_utils.post_processor import build_postprocessor
 from opencood.data_utils.post_processor.voxel_postprocessor import (
-    VoxelPostprocessor, decode_direction, direction_target, encode_boxes, standup_bev)
+    VoxelPostprocessor, decode_direction, direction_target, encode_boxes, standup_bev, standup_iou_pairs)
 from opencood.ops.iou import standup_iou_plus1
 from opencood.utils import box_utils
 from opencood.utils.errors import ConfigError
@@ -333,3 +333,40 @@ def test_collate_batch():
     assert batch["neg_equal_one"].shape == (3, 8, 16, 2)
     assert batch["targets"].shape == (3, 8, 16, 14)
     assert batch["targets"].dtype == torch.float32
+
+
+@pytest.mark.parametrize("plus_one", [False, True])
+def test_standup_iou_pairs_equals_dense(plus_one):
+    rng = np.random.default_rng(4)
+    lo_a = rng.uniform(-20, 20, (300, 2))
+    a = np.concatenate([lo_a, lo_a + rng.uniform(0.2, 5, (300, 2))], 1)
+    lo_b = rng.uniform(-20, 20, (40, 2))
+    b = np.concatenate([lo_b, lo_b + rng.uniform(0.2, 5, (40, 2))], 1)
+    b[0] = [a[0, 2] + 0.5, a[0, 1], a[0, 2] + 2.0, a[0, 3]]  # 0.5 m gap: IoU > 0 only with "+1"
+    dense = standup_iou_plus1(a, b, plus_one=plus_one)
+    ia, ib, iou = standup_iou_pairs(torch.from_numpy(a), torch.from_numpy(b), plus_one)
+    sparse = np.zeros_like(dense)
+    sparse[ia.numpy(), ib.numpy()] = iou.numpy()
+    np.testing.assert_allclose(sparse, dense, rtol=0, atol=1e-12)
+    assert (dense > 0).sum() == ia.numel()
+    assert (dense[0, 0] > 0) == plus_one
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_labels_and_post_process_on_cuda_match_cpu():
+    pp = VoxelPostprocessor(make_params(), train=False)
+    anchors = pp.generate_anchor_box()
+    gt = random_gt(np.random.default_rng(5), 4)
+    cpu = pp.generate_label_torch(torch.from_numpy(gt), torch.from_numpy(anchors).double())
+    gpu = pp.generate_label_torch(torch.from_numpy(gt).cuda(), torch.from_numpy(anchors).double().cuda())
+    for key in cpu:
+        assert gpu[key].is_cuda
+        torch.testing.assert_close(gpu[key].cpu(), cpu[key])
+    out = synthetic_outputs(pp, anchors, gt[:3], [3.0, 2.0, 1.0])
+    data = {"ego": {"anchor_box": torch.from_numpy(anchors), "transformation_matrix": torch.eye(4)}}
+    box_cpu, score_cpu = pp.post_process(data, {"ego": out})
+    box_gpu, score_gpu = pp.post_process(data, {"ego": {k: v.cuda() for k, v in out.items()}})
+    assert box_gpu.is_cuda and score_gpu.is_cuda
+    torch.testing.assert_close(box_gpu.cpu(), box_cpu, atol=1e-4, rtol=0)
+    torch.testing.assert_close(score_gpu.cpu(), score_cpu)

@@ -26,12 +26,13 @@ def random_points(seed, n=4000):
     return pts[rng.permutation(len(pts))]
 
 
+@pytest.mark.parametrize("backend", ["spconv", "torch"])
 @pytest.mark.parametrize("voxel,max_points,train", [((0.4, 0.4, 4.0), 8, True), ((0.4, 0.4, 4.0), 8, False),
                                                     ((0.1, 0.1, 0.1), 5, False)])
-def test_matches_spconv_point_to_voxel(voxel, max_points, train):
+def test_matches_spconv_point_to_voxel(voxel, max_points, train, backend):
     from spconv.pytorch.utils import PointToVoxel
     params = make_params(voxel, max_points)
-    pre = SpVoxelPreprocessor(params, train=train)
+    pre = SpVoxelPreprocessor(params, train=train, backend=backend)
     pts = random_points(0)
     out = pre.preprocess(pts)
     cap = params["args"]["max_voxel_train" if train else "max_voxel_test"]
@@ -46,6 +47,21 @@ def test_matches_spconv_point_to_voxel(voxel, max_points, train):
     np.testing.assert_array_equal(out["voxel_features"], voxels.numpy())
     if train:
         assert out["voxel_coords"].shape[0] == cap
+
+
+def test_backend_choice_and_outputs_not_shared():
+    assert SpVoxelPreprocessor(make_params(), True).backend == "spconv"
+    second = make_params((0.1, 0.1, 0.1), 5)
+    second["cav_lidar_range"] = [-102.4, -51.2, -3.0, 102.4, 51.2, 1.0]
+    assert SpVoxelPreprocessor(second, True).backend == "torch"  # 2048 x 1024 x 40 grid
+    with pytest.raises(ValueError, match="backend"):
+        SpVoxelPreprocessor(make_params(), True, backend="cuda")
+    pre = SpVoxelPreprocessor(make_params(), train=False, backend="spconv")
+    first = pre.preprocess(random_points(0, 500))
+    kept = {k: v.copy() for k, v in first.items()}
+    pre.preprocess(random_points(1, 500))
+    for key in first:
+        np.testing.assert_array_equal(first[key], kept[key])
 
 
 def test_grid_size_and_extra_columns():

@@ -217,9 +217,8 @@ class OPV2VBaseDataset(Dataset):
         data = OrderedDict()
         for i, cav in enumerate(order):
             cav_dir = os.path.join(scen["path"], cav)
-            use_json = ts in scen["cavs"][cav]["json"]
-            entry = {"ego": i == 0, "time_delay": 0,
-                     "params": read_agent_params(os.path.join(cav_dir, f"{ts}.json" if use_json else f"{ts}.yaml"))}
+            params_path = os.path.join(cav_dir, f"{ts}.json" if ts in scen["cavs"][cav]["json"] else f"{ts}.yaml")
+            entry = {"ego": i == 0, "time_delay": 0, "params": read_agent_params(params_path)}
             modality = None
             lidar = "lidar" in self.input_source or self.visualize
             camera = "camera" in self.input_source
@@ -232,6 +231,9 @@ class OPV2VBaseDataset(Dataset):
             if lidar:
                 entry["lidar_np"] = pcd_to_np(self._lidar_path(scen, cav, ts, modality))
             if camera:
+                missing = [f"camera{k}" for k in range(NUM_CAMERAS) if f"camera{k}" not in entry["params"]]
+                if missing:
+                    raise DataError(f"{params_path}: missing key '{missing[0]}' (camera input requested)")
                 entry["camera_data"] = [_read_image(os.path.join(cav_dir, f"{ts}_camera{k}.png"), "RGB")
                                         for k in range(NUM_CAMERAS)]
                 if "depth" in self.input_source:

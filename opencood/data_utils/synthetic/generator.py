@@ -1,0 +1,280 @@
+"""Generate a synthetic OPV2V / OPV2V-H dataset (the embedded default data of opencood).
+
+Output tree under ``root`` (spec ``data_eval_spec.md`` section 1)::
+
+    OPV2V/<split>/<scenario>/data_protocol.yaml
+    OPV2V/<split>/<scenario>/<cav_id>/<ts>.pcd, <ts>.yaml, <ts>_camera0..3.png
+    OPV2V_Hetero/<split>/<scenario>/<cav_id>/<ts>_32.pcd, <ts>_16.pcd, <ts>_depth0..3.png
+    OPV2V/additional/<split>/<scenario>/<cav_id>/<ts>_bev_visibility.png
+    modality_assign/opv2v_4modality.json, modality_assign/opv2v_4modality_in_order.json
+    .opencood_synthetic.json                      marker: this root may be regenerated
+
+Scenarios are independent given the seed (each gets its own spawned seed), so they can be generated
+in parallel worker processes with identical results.
+"""
+import datetime
+import multiprocessing
+import os
+import shutil
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from opencood.data_utils.synthetic import writers
+from opencood.data_utils.synthetic.raycast import box_corners
+from opencood.data_utils.synthetic.sensors import CAMERA_MOUNTS, LidarConfig, camera_intrinsic, lidar_scan, \
+    render_camera
+from opencood.data_utils.synthetic.world import build_world
+from opencood.utils.errors import DataError
+from opencood.utils.pcd_utils import write_pcd
+from opencood.utils.transformation_utils import x1_to_x2
+
+MARKER = ".opencood_synthetic.json"
+SPLITS = ("train", "validate", "test")
+_OWNED = ("OPV2V", "OPV2V_Hetero", "modality_assign")
+
+PRESETS = {
+    # unit tests: a few thousand points per cloud, tiny images
+    "tiny": dict(scenarios=(2, 1, 1), agents=(2, 3), frames=3, beams=64, h_res=2.0, image_size=(80, 60),
+                 render_scale=1, cameras=True),
+    # make demo: enough frames for a few CPU training epochs, full-size images traced at 1/4 resolution
+    "demo": dict(scenarios=(6, 2, 2), agents=(3, 4), frames=10, beams=64, h_res=0.4, image_size=(800, 600),
+                 render_scale=4, cameras=True),
+    # benchmarks: 5 agents with ~100k points each
+    "bench": dict(scenarios=(1, 1, 1), agents=(5, 5), frames=4, beams=64, h_res=0.15, image_size=(800, 600),
+                  render_scale=4, cameras=True),
+}
+
+
+def timestamp(frame):
+    """6-digit frame name; saved frames step by 2 (10 Hz of a 20 Hz simulation), as in OPV2V."""
+    return f"{2 * frame:06d}"
+
+
+def _scenario_names(rng, count, first_index):
+    """OPV2V-style capture-time names (``YYYY_MM_DD_hh_mm_ss``), one synthetic day per scenario."""
+    base = datetime.datetime(2021, 8, 16)
+    names = []
+    for i in range(count):
+        t = base + datetime.timedelta(days=first_index + i, seconds=int(rng.integers(8 * 3600, 20 * 3600)))
+        names.append(t.strftime("%Y_%m_%d_%H_%M_%S"))
+    return names
+
+
+def _vehicle_entry(world, frame, vid, location, yaw):
+    i = world.vehicle_index(vid)
+    v = world.vehicles
+    return {"location": list(location[i]), "center": list(v.center[i]),
+            "angle": [0.0, float(np.degrees(yaw[i])), 0.0], "extent": list(v.half[i]),
+            "speed": float(v.speed[i] * 3.6)}
+
+
+def _agent_frame(world, frame, vid, dirs, opts, rng):
+    """Simulate and write everything one agent produces at one frame.
+
+    Returns:
+        (number of 64-beam points, set of visible object ids).
+    """
+    all_boxes = world.boxes(frame)
+    boxes = all_boxes.subset(all_boxes.ids != vid)  # a sensor never sees its own car
+    lidar_pose = world.lidar_pose(vid, frame)
+    cfg = LidarConfig(beams=opts["beams"], h_res=opts["h_res"])
+    points, beam, hit = lidar_scan(lidar_pose, boxes, cfg, rng)
+    ts = timestamp(frame)
+    opv2v, hetero, extra = dirs
+    write_pcd(os.path.join(opv2v, f"{ts}.pcd"), points)
+    write_pcd(os.path.join(hetero, f"{ts}_32.pcd"), points[beam % 2 == 0])
+    write_pcd(os.path.join(hetero, f"{ts}_16.pcd"), points[beam % 4 == 0])
+    lidar_ids = set(boxes.ids[hit[hit >= 0]].tolist()) - {-1}
+
+    width, height = opts["image_size"]
+    intrinsic = camera_intrinsic(width, height)
+    params = {}
+    camera_ids = set()
+    for i, mount in enumerate(CAMERA_MOUNTS):
+        cords = world.mounted_pose(vid, frame, mount)
+        params[f"camera{i}"] = writers.camera_entry(cords, intrinsic, lidar_pose)
+        if opts["cameras"]:
+            rgb, depth, seen = render_camera(world, boxes, cords, width, height, opts["render_scale"])
+            writers.write_rgb_png(os.path.join(opv2v, f"{ts}_camera{i}.png"), rgb)
+            writers.write_depth_png(os.path.join(hetero, f"{ts}_depth{i}.png"), depth)
+            camera_ids |= set(boxes.ids[seen].tolist()) - {-1}
+
+    # bev_visibility: what the cameras see (the LiDAR's view when cameras are off)
+    visible = sorted(camera_ids if opts["cameras"] else lidar_ids)
+    sel = np.isin(boxes.ids, visible)
+    lidar_from_world = x1_to_x2(np.eye(4), lidar_pose)
+    corners = box_corners(boxes.subset(sel))  # (K, 8, 3) world
+    local = corners @ lidar_from_world[:3, :3].T + lidar_from_world[:3, 3]  # (K, 8, 3)
+    bottom = local[:, 0::2, :2]  # (K, 4, 2): corners with z = -h, in order (--, -+, +-, ++)
+    quads = bottom[:, [0, 1, 3, 2]]  # (K, 4, 2) around the footprint
+    centres = boxes.center[sel] @ lidar_from_world[:3, :3].T + lidar_from_world[:3, 3]
+    writers.write_gray_png(os.path.join(extra, f"{ts}_bev_visibility.png"),
+                           writers.bev_visibility(quads, centres[:, :2]))
+
+    location, yaw = world.vehicle_states(frame)
+    actor = world.actor_pose(vid, frame)
+    i_self = world.vehicle_index(vid)
+    speed = float(world.vehicles.speed[i_self])
+    heading = np.radians(actor[4])
+    plan = [[actor[0] + np.cos(heading) * speed * s, actor[1] + np.sin(heading) * speed * s, speed * 3.6]
+            for s in (1.0, 2.0, 3.0)]
+    predicted = actor.copy()
+    predicted[:2] += rng.normal(0.0, 0.3, 2)
+    predicted[4] += rng.normal(0.0, 0.5)
+    params.update({
+        "lidar_pose": list(lidar_pose),
+        "true_ego_pos": list(actor),
+        "predicted_ego_pos": list(predicted),
+        "ego_speed": speed * 3.6,
+        "plan_trajectory": plan,
+        "vehicles": {int(o): _vehicle_entry(world, frame, o, location, yaw) for o in sorted(lidar_ids)},
+    })
+    writers.write_yaml(os.path.join(opv2v, f"{ts}.yaml"), params)
+    return points.shape[0], lidar_ids
+
+
+def _scenario_job(job):
+    """Generate one scenario (runs in a worker process). Returns its statistics."""
+    root, split, name, seed, n_agents, opts = job
+    world_rng, sensor_rng = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2)]
+    world = build_world(world_rng, n_agents, opts["frames"])
+    scen = os.path.join(root, "OPV2V", split, name)
+    writers.ensure_dir(scen)
+    writers.write_yaml(os.path.join(scen, "data_protocol.yaml"), {
+        "description": "opencood synthetic world (four-leg intersection)", "seed": str(seed),
+        "frames": opts["frames"], "frame_rate_hz": 10, "lidar": {"channels": opts["beams"], "range": 120,
+                                                                 "upper_fov": 2, "lower_fov": -25,
+                                                                 "h_res_deg": opts["h_res"]}})
+    agent_ids = [int(a) for a in world.agent_ids]
+    n_points, seen = [], {}
+    for frame in range(opts["frames"]):
+        for vid in agent_ids:
+            dirs = tuple(writers.ensure_dir(os.path.join(root, top, split, name, str(vid)))
+                         for top in ("OPV2V", "OPV2V_Hetero", os.path.join("OPV2V", "additional")))
+            count, ids = _agent_frame(world, frame, vid, dirs, opts, sensor_rng)
+            n_points.append(count)
+            seen[(frame, vid)] = ids
+    ego = sorted(agent_ids, key=str)[0]  # the eval ego: first id in string order
+    union = others_only = 0
+    for frame in range(opts["frames"]):
+        all_ids = set().union(*(seen[(frame, v)] for v in agent_ids))
+        union += len(all_ids)
+        others_only += len(all_ids - seen[(frame, ego)])
+    return {"split": split, "name": name, "agents": agent_ids, "points": n_points,
+            "objects_per_agent": [len(s) for s in seen.values()], "union": union, "others_only": others_only}
+
+
+def _prepare_root(root):
+    """Refuse a root holding a non-synthetic dataset; clear a previous synthetic output."""
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise DataError(f"{root}: exists and is not a folder")
+    marker = os.path.join(root, MARKER)
+    owned = [d for d in _OWNED if os.path.exists(os.path.join(root, d))]
+    if owned and not os.path.exists(marker):
+        raise DataError(f"{root}: holds {', '.join(owned)} but no {MARKER} marker (not a synthetic dataset); "
+                        f"refusing to overwrite it, choose another --root")
+    for d in owned:
+        shutil.rmtree(os.path.join(root, d))
+    if os.path.exists(marker):
+        os.remove(marker)
+    os.makedirs(root, exist_ok=True)
+
+
+def resolve_options(preset="tiny", **overrides):
+    """Preset values updated by every override that is not None.
+
+    Args:
+        preset: 'tiny', 'demo' or 'bench'.
+        **overrides: any key of a preset (scenarios, agents, frames, beams, h_res, image_size,
+            render_scale, cameras).
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset '{preset}'; known: {', '.join(PRESETS)}")
+    opts = dict(PRESETS[preset])
+    unknown = set(overrides) - set(opts)
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)}; known: {sorted(opts)}")
+    opts.update({k: v for k, v in overrides.items() if v is not None})
+    agents = opts["agents"]
+    agents = (agents, agents) if np.isscalar(agents) else tuple(agents)
+    if len(agents) == 1:
+        agents = (agents[0], agents[0])
+    if not 2 <= agents[0] <= agents[1] <= 8:
+        raise ValueError(f"agents must be 2..8 (min <= max), got {agents}")
+    opts["agents"] = agents
+    opts["scenarios"] = tuple(int(s) for s in opts["scenarios"])
+    opts["image_size"] = tuple(int(s) for s in opts["image_size"])
+    if len(opts["scenarios"]) != 3:
+        raise ValueError("scenarios must give three counts: train validate test")
+    return opts
+
+
+def generate(root, preset="tiny", seed=0, workers=1, progress=True, **overrides):
+    """Write a synthetic OPV2V / OPV2V-H dataset under ``root``.
+
+    Args:
+        root: output folder (created). A folder holding ``OPV2V``/``OPV2V_Hetero``/``modality_assign``
+            without the synthetic marker is refused; a previous synthetic output is replaced.
+        preset: 'tiny' (tests), 'demo' (make demo) or 'bench' (5 agents, ~100k points each).
+        seed: master seed; the same seed and options give byte-identical files.
+        workers: processes generating scenarios in parallel.
+        progress: show a tqdm bar.
+        **overrides: preset keys: scenarios (train, validate, test counts), agents (int or (min, max)),
+            frames, beams, h_res (azimuth step, degrees), image_size (W, H), render_scale, cameras (bool).
+
+    Returns:
+        Summary dict: root, seconds, scenarios {split: [names]}, files, points_per_cloud (mean/min/max),
+        mean_objects_per_agent, frac_seen_only_by_others (objects seen by some agent but not by the ego).
+
+    Raises:
+        DataError: ``root`` holds a non-synthetic dataset.
+    """
+    t0 = time.time()
+    opts = resolve_options(preset, **overrides)
+    root = os.fspath(root)
+    _prepare_root(root)
+    marker = {"generator": "opencood.data_utils.synthetic", "seed": seed, "preset": preset,
+              "options": writers.to_builtin(opts), "complete": False}
+    writers.write_json(os.path.join(root, MARKER), marker)  # written first: an interrupted run can be redone
+    rng = np.random.default_rng(seed)
+    jobs, index = [], 0
+    seeds = np.random.SeedSequence(seed).spawn(sum(opts["scenarios"]))
+    for split, count in zip(SPLITS, opts["scenarios"]):
+        for name in _scenario_names(rng, count, index):
+            n_agents = int(rng.integers(opts["agents"][0], opts["agents"][1] + 1))
+            jobs.append((root, split, name, int(seeds[index].generate_state(1)[0]), n_agents, opts))
+            index += 1
+    bar = tqdm(total=len(jobs), desc="synthetic scenarios", unit="scen", disable=not progress)
+    results = []
+    if workers > 1 and len(jobs) > 1:
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        with ctx.Pool(min(workers, len(jobs))) as pool:
+            for res in pool.imap_unordered(_scenario_job, jobs):
+                results.append(res)
+                bar.update(1)
+    else:
+        for job in jobs:
+            results.append(_scenario_job(job))
+            bar.update(1)
+    bar.close()
+    by_split = {split: {r["name"]: r["agents"] for r in results if r["split"] == split} for split in SPLITS}
+    assign = writers.ensure_dir(os.path.join(root, "modality_assign"))
+    writers.write_json(os.path.join(assign, "opv2v_4modality.json"), writers.modality_assignment(by_split))
+    writers.write_json(os.path.join(assign, "opv2v_4modality_in_order.json"),
+                       writers.modality_in_order(by_split["test"]))
+    points = np.concatenate([r["points"] for r in results])
+    objects = np.concatenate([r["objects_per_agent"] for r in results])
+    union = sum(r["union"] for r in results)
+    writers.write_json(os.path.join(root, MARKER), dict(marker, complete=True))
+    return {
+        "root": root,
+        "seconds": round(time.time() - t0, 2),
+        "scenarios": {s: sorted(by_split[s]) for s in SPLITS},
+        "files": sum(len(f) for _, _, f in os.walk(root)),
+        "points_per_cloud": {"mean": float(points.mean()), "min": int(points.min()), "max": int(points.max())},
+        "mean_objects_per_agent": float(objects.mean()),
+        "frac_seen_only_by_others": float(sum(r["others_only"] for r in results) / max(union, 1)),
+    }
