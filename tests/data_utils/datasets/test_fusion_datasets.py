@@ -244,3 +244,16 @@ def test_corrupt_yaml_names_the_file(tmp_path):
         f.write("vehicles: {}\n")
     with pytest.raises(DataError, match="missing key 'lidar_pose'"):
         ds[0]
+
+
+def test_corrupt_pcd_names_the_file(tmp_path):
+    base = make_tree(str(tmp_path), n_points=20)
+    bad = os.path.join(base, "validate", "2021_01_01_00_00_03", "100", "000002.pcd")
+    with open(bad, "rb") as f:
+        raw = f.read()
+    with open(bad, "wb") as f:
+        f.write(raw[: len(raw) // 2])
+    ds = build_dataset(make_hypes(base), train=False)
+    ds[0]
+    with pytest.raises(DataError, match=bad):
+        ds[1]

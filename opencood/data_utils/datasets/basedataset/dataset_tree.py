@@ -88,7 +88,8 @@ def scan_split(split_dir, need, skip_scenarios=()):
     problems = []
     scenarios = []
     names = sorted(n for n in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, n)))
-    names = [n for n in names if n not in set(skip_scenarios)]
+    skip = set(skip_scenarios)
+    names = [n for n in names if n not in skip]
     if not names:
         problems.append(f"{split_dir}: no scenario folders")
     for name in names:
