@@ -79,6 +79,12 @@ class HeterModelBaselineWGenComm(HeterModelBaseline):
         self.missing_message = bool(args.get("missing_message", False))
         self.missing_ratio = float(args.get("missing_message_ratio", self.default_missing_ratio))
 
+    @property
+    def has_unused_parameters(self):
+        """True when a batch may lack an agent type, leaving that type's trainable modules without
+        gradient (DDP then needs ``find_unused_parameters``)."""
+        return len(self.modalities) > 1
+
     def encode_with_messages(self, data_dict):
         """Features and messages of every agent on the LiDAR grid, in batch order.
 
@@ -195,6 +201,11 @@ class HeterModelBaselineWGenCommStage2(HeterModelBaselineWGenComm):
             if name not in self.trainable_modules:
                 child.eval()
         return self
+
+    @property
+    def has_unused_parameters(self):
+        """Only the trainable DMEs count for DDP; several of them may not all appear in one batch."""
+        return len(self.trainable_modules) > 1
 
     def model_train_init(self):
         """Hook called by train.py after ``model.train()``: re-applies the frozen modules' eval mode."""

@@ -10,7 +10,7 @@ two little-endian uint32 sizes, then one LZF stream holding every field column a
 LZF codec is a pair of numba-jitted byte loops (no external PCD dependency).
 """
 import os
-import tempfile
+import uuid
 
 import numba
 import numpy as np
@@ -497,10 +497,10 @@ def write_pcd(path, points, encoding="ascii"):
             raw = b"".join(np.ascontiguousarray(rec[f]).tobytes() for f in ("x", "y", "z", "rgb"))
             comp = lzf_compress(raw)
             body = np.array([len(comp), len(raw)], "<u4").tobytes() + comp
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pcd", dir=folder)
+    path = os.fspath(path)
+    tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"  # same folder: os.replace stays atomic
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with open(tmp, "xb") as fh:  # honours the umask, unlike tempfile.mkstemp (0600)
             fh.write(header)
             fh.write(body)
         os.replace(tmp, path)

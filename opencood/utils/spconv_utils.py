@@ -42,3 +42,11 @@ def import_spconv(source="model.args"):
             if hasattr(module, "get_current_stream"):
                 module.get_current_stream = _null_stream
     return spconv
+
+
+def spconv_has_cuda():
+    """True when the installed spconv/cumm build has CUDA kernels (``spconv-cu12x``), False for ``spconv``."""
+    import_spconv()
+    from cumm import tensorview
+
+    return not tensorview.is_cpu_only()

@@ -42,14 +42,14 @@ LOSS_ARGS = {"pos_cls_weight": 2.0,
                      "args": {"dir_offset": 0.7853, "num_bins": 2, "anchor_yaw": [0, 90]}}}
 
 
-def random_voxels(n_agents, g, voxels=30, p=8):
+def random_voxels(n_agents, g, voxels=30, p=8, nx=64, x_min=RANGE[0]):
     coords, feats, nums = [], [], []
     for a in range(n_agents):
-        cells = torch.randperm(64 * 32, generator=g)[:voxels]
-        y, x = cells // 64, cells % 64
+        cells = torch.randperm(nx * 32, generator=g)[:voxels]
+        y, x = cells // nx, cells % nx
         coords.append(torch.stack([torch.full_like(y, a), torch.zeros_like(y), y, x], 1))
         pts = torch.rand(voxels, p, 4, generator=g)
-        pts[..., 0] = RANGE[0] + (x.view(-1, 1) + pts[..., 0]) * 0.4
+        pts[..., 0] = x_min + (x.view(-1, 1) + pts[..., 0]) * 0.4
         pts[..., 1] = RANGE[1] + (y.view(-1, 1) + pts[..., 1]) * 0.4
         pts[..., 2] = pts[..., 2] * 4 - 3
         num = torch.randint(1, p + 1, (voxels,), generator=g)
@@ -224,3 +224,25 @@ def test_stage1_loss_falls():
         values.append(float(total.detach()))
     assert values[-1] < 0.7 * values[0]
     assert loss.loss_dict["gen_loss"] > 0
+
+
+def test_narrow_grid_message_extracted_before_zero_padding():
+    """A type whose map covers half the LiDAR width (like a +-51.2 m camera grid on the 102.4 m LiDAR
+    range) gets F and M padded with zeros after the DME, as the reference's stage 2."""
+    args = copy.deepcopy(ARGS)
+    half = [-6.4, -6.4, -3.0, 6.4, 6.4, 1.0]
+    args["m2"]["encoder_args"] = dict(ENC, lidar_range=half,
+                                      point_pillar_scatter={"num_features": 64, "grid_size": [32, 32, 1]})
+    torch.manual_seed(0)
+    model = MODELS.get("heter_model_baseline_w_gencomm_stage1")(args).eval()
+    model.crop_ratio["m2"] = (1.0, 2.0)
+    batch = make_batch()
+    batch["inputs_m2"] = random_voxels(3, torch.Generator().manual_seed(5), nx=32, x_min=-6.4)
+    with torch.no_grad():
+        feats, msgs, _ = model.encode_with_messages(batch)
+        out = model(batch)
+    m2 = torch.tensor([False, True, False, True, True])
+    assert msgs.shape == (5, 2, 8, 16) and out["cls_preds"].shape == (2, 2, 8, 16)
+    assert msgs[m2][..., :4].abs().sum() == 0 and msgs[m2][..., 12:].abs().sum() == 0
+    assert feats[m2][..., :4].abs().sum() == 0 and msgs[m2][..., 4:12].abs().sum() > 0
+    assert model.has_unused_parameters

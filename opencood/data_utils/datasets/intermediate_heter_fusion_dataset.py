@@ -21,6 +21,7 @@ agents' inputs go to the model (``record_len = min(N, n)``), see ``IntermediateF
 from opencood.data_utils.datasets.base_fusion_dataset import visible_object_mask
 from opencood.data_utils.datasets.intermediate_fusion_dataset import IntermediateFusionDataset
 from opencood.data_utils.pre_processor import build_preprocessor
+from opencood.utils.camera_utils import collate_camera, process_camera_data
 from opencood.utils.errors import ConfigError
 from opencood.utils.registry import DATASETS
 
@@ -59,7 +60,6 @@ class IntermediateheterFusionDataset(IntermediateFusionDataset):
             if self.heter.sensor_type(m) == "lidar":
                 item = self.modality_pre_processors[m].preprocess(self.prepare_points(cav, ego_pose, rng))
             else:
-                from opencood.utils.camera_utils import process_camera_data  # only runs with camera agents
                 item = process_camera_data(cav["params"], cav["camera_data"], cav.get("depth_data"),
                                            setting["data_aug_conf"], setting["grid_conf"], self.train, rng=rng)
             out[f"inputs_{m}"].append(item)
@@ -81,6 +81,5 @@ class IntermediateheterFusionDataset(IntermediateFusionDataset):
             if self.heter.sensor_type(m) == "lidar":
                 out[f"inputs_{m}"] = self.modality_pre_processors[m].collate_batch(items)
             else:
-                from opencood.utils.camera_utils import collate_camera  # only runs with camera agents
                 out[f"inputs_{m}"] = collate_camera(items)
         return out

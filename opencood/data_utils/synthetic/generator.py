@@ -37,13 +37,13 @@ _OWNED = ("OPV2V", "OPV2V_Hetero", "modality_assign")
 PRESETS = {
     # unit tests: a few thousand points per cloud, tiny images
     "tiny": dict(scenarios=(2, 1, 1), agents=(2, 3), frames=3, beams=64, h_res=2.0, image_size=(80, 60),
-                 render_scale=1, cameras=True),
+                 render_scale=1, cameras=True, pcd_encoding="ascii"),
     # make demo: enough frames for a few CPU training epochs, full-size images traced at 1/4 resolution
     "demo": dict(scenarios=(6, 2, 2), agents=(3, 4), frames=10, beams=64, h_res=0.4, image_size=(800, 600),
-                 render_scale=4, cameras=True),
+                 render_scale=4, cameras=True, pcd_encoding="ascii"),
     # benchmarks: 5 agents with ~100k points each
     "bench": dict(scenarios=(1, 1, 1), agents=(5, 5), frames=4, beams=64, h_res=0.15, image_size=(800, 600),
-                  render_scale=4, cameras=True),
+                  render_scale=4, cameras=True, pcd_encoding="ascii"),
 }
 
 
@@ -83,9 +83,10 @@ def _agent_frame(world, frame, vid, dirs, opts, rng):
     points, beam, hit = lidar_scan(lidar_pose, boxes, cfg, rng)
     ts = timestamp(frame)
     opv2v, hetero, extra = dirs
-    write_pcd(os.path.join(opv2v, f"{ts}.pcd"), points)
-    write_pcd(os.path.join(hetero, f"{ts}_32.pcd"), points[beam % 2 == 0])
-    write_pcd(os.path.join(hetero, f"{ts}_16.pcd"), points[beam % 4 == 0])
+    enc = opts["pcd_encoding"]
+    write_pcd(os.path.join(opv2v, f"{ts}.pcd"), points, enc)
+    write_pcd(os.path.join(hetero, f"{ts}_32.pcd"), points[beam % 2 == 0], enc)
+    write_pcd(os.path.join(hetero, f"{ts}_16.pcd"), points[beam % 4 == 0], enc)
     lidar_ids = set(boxes.ids[hit[hit >= 0]].tolist()) - {-1}
 
     width, height = opts["image_size"]
@@ -188,7 +189,7 @@ def resolve_options(preset="tiny", **overrides):
     Args:
         preset: 'tiny', 'demo' or 'bench'.
         **overrides: any key of a preset (scenarios, agents, frames, beams, h_res, image_size,
-            render_scale, cameras).
+            render_scale, cameras, pcd_encoding).
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset '{preset}'; known: {', '.join(PRESETS)}")
@@ -222,7 +223,8 @@ def generate(root, preset="tiny", seed=0, workers=1, progress=True, **overrides)
         workers: processes generating scenarios in parallel.
         progress: show a tqdm bar.
         **overrides: preset keys: scenarios (train, validate, test counts), agents (int or (min, max)),
-            frames, beams, h_res (azimuth step, degrees), image_size (W, H), render_scale, cameras (bool).
+            frames, beams, h_res (azimuth step, degrees), image_size (W, H), render_scale, cameras (bool),
+            pcd_encoding ('ascii' as OPV2V, 'binary' or 'binary_compressed').
 
     Returns:
         Summary dict: root, seconds, scenarios {split: [names]}, files, points_per_cloud (mean/min/max),

@@ -41,7 +41,7 @@ class FRFN(nn.Module):
 
     def forward(self, x, hw):
         """x (N, HW, C) tokens of an (H, W) map -> (N, HW, C)."""
-        n, length, c = x.shape
+        n, _, c = x.shape
         h, w = hw
         x = self.pconv(x.transpose(1, 2).reshape(n, c, h, w)).flatten(2).transpose(1, 2)
         x1, x2 = F.gelu(self.linear1(x)).chunk(2, dim=-1)  # 2 x (N, HW, hidden)

@@ -7,7 +7,8 @@ Stages (all BatchNorm1d(eps 1e-3, momentum 0.01) + ReLU, ``indice_key`` shared i
 """
 import torch.nn as nn
 
-from opencood.utils.spconv_utils import import_spconv
+from opencood.utils.errors import ConfigError
+from opencood.utils.spconv_utils import import_spconv, spconv_has_cuda
 
 
 def _bn(channels):
@@ -79,6 +80,9 @@ class VoxelBackBone8x(nn.Module):
             (N, C_out, Z', Y/8, X/8) dense volume.
         """
         spconv = import_spconv("model.args.encoder_args.spconv")
+        if voxel_features.is_cuda and not spconv_has_cuda():
+            raise ConfigError("model.args.encoder_args.spconv: the installed spconv is the CPU-only build; "
+                              "install spconv-cu12x (matching your CUDA) to run SECOND on the GPU")
         x = spconv.SparseConvTensor(voxel_features, voxel_coords.int(), self.sparse_shape, batch_size)
         x = self.conv1(self.conv_input(x))  # stride 1
         x = self.conv4(self.conv3(self.conv2(x)))  # stride 8 in x/y
