@@ -74,7 +74,11 @@ class HeterModelBaselineWGenComm(HeterModelBaseline):
             setattr(self, f"message_extractor_{m}", MessageExtractor.from_config(dme_cfg))
         self.gencomm = GenCommGenerator.from_config(gen_cfg, cond_channels=msg_ch)
         enh_cfg = args.get("enhancer")
-        self.enhancer = Enhancer.from_config(enh_cfg if isinstance(enh_cfg, dict) else {"in_ch": feat_ch})
+        enh_cfg = enh_cfg if isinstance(enh_cfg, dict) else {"in_ch": feat_ch}
+        if int(enh_cfg.get("in_ch", feat_ch)) != feat_ch:
+            raise ConfigError(f"model.args.enhancer.in_ch: {enh_cfg['in_ch']} != "
+                              f"gencomm.model.in_channels {feat_ch}")
+        self.enhancer = Enhancer.from_config(enh_cfg)
         self.generate_ego = bool(args.get("generate_ego", True))
         self.missing_message = bool(args.get("missing_message", False))
         self.missing_ratio = float(args.get("missing_message_ratio", self.default_missing_ratio))

@@ -354,7 +354,7 @@ def _read_ascii(path, body, fields, dtypes, counts, n_points):
         out[:, 3] = table[:, offs[fields.index("intensity")]]
         return out
     k = fields.index("rgb") if "rgb" in fields else fields.index("rgba")
-    col = table[:, k if counts[k] == 1 else offs[k]]
+    col = table[:, offs[k]]
     if dtypes[k] in ("<f4", "<f8"):
         # Old Open3D prints the uint32 bit pattern reinterpreted as float32 (tiny denormals); newer
         # writers print the integer itself even under TYPE F. Any |value| < 1 must be a bit pattern.

@@ -28,7 +28,7 @@ from opencood.data_utils.synthetic.sensors import CAMERA_MOUNTS, LidarConfig, ca
 from opencood.data_utils.synthetic.world import build_world
 from opencood.utils.errors import DataError
 from opencood.utils.pcd_utils import write_pcd
-from opencood.utils.transformation_utils import x1_to_x2
+from opencood.utils.transformation_utils import x_to_world
 
 MARKER = ".opencood_synthetic.json"
 SPLITS = ("train", "validate", "test")
@@ -62,7 +62,8 @@ def _scenario_names(rng, count, first_index):
     return names
 
 
-def _vehicle_entry(world, frame, vid, location, yaw):
+def _vehicle_entry(world, vid, location, yaw):
+    """``vehicles[id]`` YAML entry (world frame; extent = half sizes; angle degrees; speed km/h)."""
     i = world.vehicle_index(vid)
     v = world.vehicles
     return {"location": list(location[i]), "center": list(v.center[i]),
@@ -105,7 +106,7 @@ def _agent_frame(world, frame, vid, dirs, opts, rng):
     # bev_visibility: what the cameras see (the LiDAR's view when cameras are off)
     visible = sorted(camera_ids if opts["cameras"] else lidar_ids)
     sel = np.isin(boxes.ids, visible)
-    lidar_from_world = x1_to_x2(np.eye(4), lidar_pose)
+    lidar_from_world = np.linalg.inv(x_to_world(lidar_pose))  # (4, 4) T_lidar<-world
     corners = box_corners(boxes.subset(sel))  # (K, 8, 3) world
     local = corners @ lidar_from_world[:3, :3].T + lidar_from_world[:3, 3]  # (K, 8, 3)
     bottom = local[:, 0::2, :2]  # (K, 4, 2): corners with z = -h, in order (--, -+, +-, ++)
@@ -130,7 +131,7 @@ def _agent_frame(world, frame, vid, dirs, opts, rng):
         "predicted_ego_pos": list(predicted),
         "ego_speed": speed * 3.6,
         "plan_trajectory": plan,
-        "vehicles": {int(o): _vehicle_entry(world, frame, o, location, yaw) for o in sorted(lidar_ids)},
+        "vehicles": {int(o): _vehicle_entry(world, o, location, yaw) for o in sorted(lidar_ids)},
     })
     writers.write_yaml(os.path.join(opv2v, f"{ts}.yaml"), params)
     return points.shape[0], lidar_ids

@@ -108,7 +108,7 @@ def _shade(world, boxes, hit, face, t, origin, dirs, v_frac):
     if g.any():
         p = origin[None] + dirs[g] * t[g][:, None]  # (G, 3)
         m = world.world_to_map_xy(p[:, :2])  # (G, 2)
-        surface = world.on_road(m)
+        surface = world.surface_class(m)
         palette = np.array([[72.0, 72.0, 78.0], [135.0, 132.0, 128.0], [110.0, 125.0, 90.0]])
         col = palette[surface]
         ax, ay = np.abs(m[:, 0]), np.abs(m[:, 1])

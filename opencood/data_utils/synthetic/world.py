@@ -157,7 +157,7 @@ class World:
         """World pose of an agent's LiDAR (1.9 m above the ground), metres and degrees."""
         return self.mounted_pose(vid, frame, (*LIDAR_MOUNT, 0.0))
 
-    def on_road(self, map_xy):
+    def surface_class(self, map_xy):
         """(..., 2) map x/y -> (...,) int surface class: 0 asphalt, 1 parking lane/sidewalk, 2 off-road."""
         ax, ay = np.abs(map_xy[..., 0]), np.abs(map_xy[..., 1])
         lateral = np.minimum(ax, ay)  # distance to the nearest road axis
