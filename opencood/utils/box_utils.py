@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from opencood.utils.errors import DataError
-from opencood.utils.transformation_utils import x1_to_x2
+from opencood.utils.transformation_utils import x1_to_x2, x_to_world
 
 _SIGN_X = (1, 1, -1, -1, 1, 1, -1, -1)
 _SIGN_Y = (-1, 1, 1, -1, -1, 1, 1, -1)
@@ -251,9 +251,8 @@ def create_bbx(extent):
     return np.array([_SIGN_X, _SIGN_Y, _SIGN_Z], dtype=np.float64).T * ext  # (8, 3)
 
 
-def project_world_objects(object_dict, output_dict, lidar_pose, order="hwl", lidar_range=None,
-                          min_num_corners=2):
-    """Express the objects of an agent YAML as 7-vector boxes in a LiDAR frame.
+def world_objects_to_boxes(object_dict, lidar_pose, order="hwl", lidar_range=None, min_num_corners=2):
+    """Express all objects of an agent YAML as 7-vector boxes in a LiDAR frame, in one vectorized pass.
 
     Each object's pose is ``[location + center, angle]``: the ``center`` offset is added in world
     axes without rotating it by the object's angle (that is how the OPV2V dumper defines it). Its 8
@@ -264,32 +263,69 @@ def project_world_objects(object_dict, output_dict, lidar_pose, order="hwl", lid
     Args:
         object_dict: ``{id: {'location': (3,), 'center': (3,), 'angle': [roll, yaw, pitch] deg,
             'extent': (3,) half sizes}}`` (world frame, metres).
-        output_dict: filled in place with ``{id: (7,) float64 box}`` in ``order`` layout.
-        lidar_pose: (6,) pose of the target LiDAR frame in the world (metres, degrees).
+        lidar_pose: (6,) pose of the target LiDAR frame in the world (metres, degrees), or its (4, 4)
+            T_world<-lidar.
         order: ``'hwl'`` or ``'lwh'``.
         lidar_range: optional ``[xmin, ymin, zmin, xmax, ymax, zmax]``; when given, objects with fewer
             than ``min_num_corners`` corners inside it are skipped.
         min_num_corners: see ``lidar_range``.
 
+    Returns:
+        ``(ids, boxes)``: list of the kept object ids in ``object_dict`` order and (M, 7) float64 boxes
+        in ``order`` layout (metres, radians), LiDAR frame.
+
+    Raises:
+        DataError: an object misses one of the keys above or has a value that is not 3 numbers.
+    """
+    dims_index(order)
+    ids = list(object_dict)
+    fields = {key: [] for key in ("location", "center", "angle", "extent")}
+    for object_id in ids:
+        content = object_dict[object_id]
+        for key, values in fields.items():
+            if key not in content:
+                raise DataError(f"vehicles[{object_id}]: missing key {key!r}")
+            values.append(content[key])
+    try:
+        arrays = {key: np.asarray(values, dtype=np.float64).reshape(len(ids), 3) for key, values in fields.items()}
+    except (TypeError, ValueError):
+        bad = next(i for i in ids if any(np.size(object_dict[i][k]) != 3 for k in fields))
+        raise DataError(f"vehicles[{bad}]: 'location', 'center', 'angle' and 'extent' must be 3 numbers each") \
+            from None
+    poses = np.concatenate([arrays["location"] + arrays["center"], arrays["angle"]], axis=1)  # (M, 6)
+    extent = arrays["extent"]  # (M, 3) half sizes
+    finite = np.isfinite(poses).all(axis=1) & np.isfinite(extent).all(axis=1)  # (M,)
+    poses, extent = poses[finite], extent[finite]
+    ids = [i for i, ok in zip(ids, finite) if ok]
+    if not ids:
+        return [], np.zeros((0, 7), dtype=np.float64)
+    world_to_lidar = x1_to_x2(np.eye(4), lidar_pose)  # (4, 4) T_lidar<-world
+    tfm = world_to_lidar @ x_to_world(poses)  # (M, 4, 4) T_lidar<-object
+    corners = create_bbx(np.ones(3))[None] * extent[:, None, :]  # (M, 8, 3) object frames
+    corners = corners @ tfm[:, :3, :3].transpose(0, 2, 1) + tfm[:, None, :3, 3]  # (M, 8, 3) LiDAR frame
+    boxes = corner_to_center(corners, order=order)  # (M, 7)
+    if lidar_range is not None:
+        boxes, keep = mask_boxes_outside_range_numpy(boxes, lidar_range, order, min_num_corners, return_mask=True)
+        ids = [i for i, ok in zip(ids, keep) if ok]
+    return ids, boxes
+
+
+def project_world_objects(object_dict, output_dict, lidar_pose, order="hwl", lidar_range=None,
+                          min_num_corners=2):
+    """Express the objects of an agent YAML as 7-vector boxes in a LiDAR frame (HEAL's in-place API).
+
+    Same computation as :func:`world_objects_to_boxes`; see there for the object fields and frames.
+
+    Args:
+        object_dict: ``{id: {'location', 'center', 'angle' (deg), 'extent' (half sizes)}}``, world frame.
+        output_dict: filled in place with ``{id: (7,) float64 box}`` in ``order`` layout.
+        lidar_pose: (6,) pose of the target LiDAR frame in the world (metres, degrees).
+        order: ``'hwl'`` or ``'lwh'``.
+        lidar_range: optional range filter, see :func:`world_objects_to_boxes`.
+        min_num_corners: see ``lidar_range``.
+
     Raises:
         DataError: an object misses one of the keys above.
     """
-    dims_index(order)
-    for object_id, content in object_dict.items():
-        try:
-            location, center = content["location"], content["center"]
-            angle, extent = content["angle"], content["extent"]
-        except KeyError as err:
-            raise DataError(f"vehicles[{object_id}]: missing key {err.args[0]!r}") from None
-        pose = np.concatenate([np.add(location, center, dtype=np.float64), np.asarray(angle, np.float64)])
-        extent = np.asarray(extent, dtype=np.float64)
-        if not (np.isfinite(pose).all() and np.isfinite(extent).all()):
-            continue
-        corners = create_bbx(extent)  # (8, 3) object frame
-        tfm = x1_to_x2(pose, lidar_pose)
-        corners = corners @ tfm[:3, :3].T + tfm[:3, 3]  # (8, 3) LiDAR frame
-        box = corner_to_center(corners[None], order=order)  # (1, 7)
-        if lidar_range is not None:
-            box = mask_boxes_outside_range_numpy(box, lidar_range, order, min_num_corners)
-        if box.shape[0] == 1:
-            output_dict[object_id] = box[0]
+    ids, boxes = world_objects_to_boxes(object_dict, lidar_pose, order, lidar_range, min_num_corners)
+    output_dict.update(zip(ids, boxes))

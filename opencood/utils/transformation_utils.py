@@ -17,25 +17,35 @@ def _pose_array(pose):
     return arr
 
 
+def _world_rows(x, y, z, roll, yaw, pitch):
+    """The 12 upper entries of T_world<-pose, row by row, for scalar or (N,) inputs (metres, degrees)."""
+    roll, yaw, pitch = np.radians(roll), np.radians(yaw), np.radians(pitch)
+    cr, sr = np.cos(roll), np.sin(roll)
+    cy, sy = np.cos(yaw), np.sin(yaw)
+    cp, sp = np.cos(pitch), np.sin(pitch)
+    return (cp * cy, cy * sp * sr - sy * cr, -cy * sp * cr - sy * sr, x,
+            sy * cp, sy * sp * sr + cy * cr, -sy * sp * cr + cy * sr, y,
+            sp, -cp * sr, cp * cr, z)
+
+
 def x_to_world(pose):
-    """Pose -> homogeneous matrix from that frame to the world (CARLA ``Transform.get_matrix``).
+    """Pose(s) -> homogeneous matrix from that frame to the world (CARLA ``Transform.get_matrix``).
 
     Args:
-        pose: ``[x, y, z, roll, yaw, pitch]`` (list, tuple or array), metres and degrees.
+        pose: ``[x, y, z, roll, yaw, pitch]`` (list, tuple or array), metres and degrees; or an (N, 6)
+            array of such poses.
 
     Returns:
-        (4, 4) float64 matrix T_world<-pose.
+        (4, 4) float64 matrix T_world<-pose, or (N, 4, 4) for (N, 6) input.
     """
-    x, y, z, roll, yaw, pitch = _pose_array(pose).reshape(6)
-    cr, sr = np.cos(np.radians(roll)), np.sin(np.radians(roll))
-    cy, sy = np.cos(np.radians(yaw)), np.sin(np.radians(yaw))
-    cp, sp = np.cos(np.radians(pitch)), np.sin(np.radians(pitch))
-    return np.array([
-        [cp * cy, cy * sp * sr - sy * cr, -cy * sp * cr - sy * sr, x],
-        [sy * cp, sy * sp * sr + cy * cr, -sy * sp * cr + cy * sr, y],
-        [sp, -cp * sr, cp * cr, z],
-        [0.0, 0.0, 0.0, 1.0],
-    ], dtype=np.float64)
+    arr = np.asarray(pose, dtype=np.float64)
+    if arr.ndim == 2 and arr.shape[1] == 6:
+        tfm = np.zeros((arr.shape[0], 4, 4), dtype=np.float64)  # (N, 4, 4)
+        tfm[:, :3, :] = np.stack(_world_rows(*arr.T), axis=1).reshape(-1, 3, 4)
+        tfm[:, 3, 3] = 1.0
+        return tfm
+    return np.array(_world_rows(*_pose_array(arr).reshape(6)) + (0.0, 0.0, 0.0, 1.0),
+                    dtype=np.float64).reshape(4, 4)
 
 
 def _to_world(pose_or_matrix):

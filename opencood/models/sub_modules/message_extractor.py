@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torchvision.ops import DeformConv2d
 
+from opencood.ops.deform_conv import deform_conv2d
+
 
 class MessageExtractor(nn.Module):
     """Deformable conv -> squeeze-excitation gate -> 2-layer 1x1 head.
@@ -53,6 +55,7 @@ class MessageExtractor(nn.Module):
             (N, out_ch, H, W) message, unbounded real values (no output activation).
         """
         offset = self.offset_conv(feature)  # (N, 18, H, W)
-        x = self.deform_conv(feature, offset)  # (N, 64, H, W)
+        dc = self.deform_conv  # torchvision module (parameters, checkpoint names); fast kernel on CPU
+        x = deform_conv2d(feature, offset, dc.weight, dc.bias, padding=1)  # (N, 64, H, W)
         x = x * self.gate(x)  # (N, 64, H, W) channel-gated
         return self.head(x)  # (N, out_ch, H, W)

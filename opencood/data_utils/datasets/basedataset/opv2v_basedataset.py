@@ -170,9 +170,14 @@ class OPV2VBaseDataset(Dataset):
         self._order_cavs()
 
     def reseed(self, seed):
-        """Restart the CAV-order generator and the per-sample streams from ``seed``."""
+        """Restart the CAV-order generator and the per-sample streams from ``seed``.
+
+        The epoch counter restarts too, so ``reseed(f(epoch)); reinitialize()`` gives the same draws
+        whether a run got to this epoch uninterrupted or by resuming.
+        """
         self.seed = int(seed)
         self.rng = np.random.default_rng(self.seed)
+        self.epoch = 0
 
     def sample_rng(self, idx):
         """Generator for the random draws of sample ``idx`` in the current epoch."""
