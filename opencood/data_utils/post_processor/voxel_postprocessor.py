@@ -13,6 +13,7 @@ Box coding (per anchor ``a``, ``d_a = sqrt(w_a^2 + l_a^2)``)::
 Target assignment and decoding are plain torch, so they run on whatever device their inputs live on.
 """
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -26,6 +27,8 @@ from opencood.utils.registry import POSTPROCESSORS
 _DIMS_INDEX = {"hwl": (3, 4, 5), "lwh": (5, 4, 3)}
 # Predictions kept for rotated NMS (highest scores first), as in the reference.
 NMS_TOP_K = 1000
+# Extra reach (metres) of the stand-up pair search window, so rounding never drops a candidate pair.
+STANDUP_SEARCH_MARGIN = 1e-6
 
 
 def _dims_index(order):
@@ -150,18 +153,61 @@ def standup_bev(boxes, order="hwl"):
                         boxes[:, 0] + half_x, boxes[:, 1] + half_y], dim=1)
 
 
-def standup_iou_pairs(boxes_a, boxes_b, plus_one=False):
+class StandupIndex(NamedTuple):
+    """Search structure over stand-up boxes (see :func:`sort_standup`); all search values float64."""
+
+    boxes: torch.Tensor  # (N, 4) the indexed boxes, original dtype
+    order: torch.Tensor  # (N,) long: box indices sorted by (x bucket, ymin)
+    keys: torch.Tensor  # (N,) float64 sorted ``bucket * stride + (ymin - y0)``
+    x0: float  # smallest xmin (bucket origin), metres
+    y0: float  # smallest ymin, metres
+    bucket: float  # bucket width along x, metres (the widest x extent)
+    stride: float  # key distance between consecutive buckets (> ymin span + 2)
+    y_span: float  # largest ymin - y0
+    num_buckets: int
+    widest_x: float  # largest x extent, metres
+    widest_y: float  # largest y extent, metres
+
+
+def sort_standup(boxes):
+    """Index stand-up boxes for :func:`standup_iou_pairs` (build it once when the boxes are reused, e.g. anchors).
+
+    Boxes are bucketed by ``xmin`` into strips as wide as the widest box and sorted by ``ymin`` inside a
+    strip, so a query box only visits the boxes of the few strips and the ``ymin`` window it can reach.
+
+    Args:
+        boxes: (N, 4) ``[xmin, ymin, xmax, ymax]``, metres, N >= 1.
+
+    Returns:
+        :class:`StandupIndex`.
+    """
+    b = boxes.double()  # (N, 4)
+    x0, y0 = float(b[:, 0].min()), float(b[:, 1].min())
+    widest_x, widest_y = float((b[:, 2] - b[:, 0]).max()), float((b[:, 3] - b[:, 1]).max())
+    bucket = widest_x if widest_x > 0 else 1.0
+    y_span = float(b[:, 1].max()) - y0
+    stride = y_span + 2.0 + STANDUP_SEARCH_MARGIN
+    strip = torch.floor((b[:, 0] - x0) / bucket)  # (N,)
+    keys = strip * stride + (b[:, 1] - y0)  # (N,)
+    keys, order = torch.sort(keys)
+    return StandupIndex(boxes, order, keys.contiguous(), x0, y0, bucket, stride, y_span, int(strip.max()) + 1,
+                        widest_x, widest_y)
+
+
+def standup_iou_pairs(boxes_a, boxes_b, plus_one=False, index_a=None):
     """Sparse axis-aligned IoU: every pair of boxes with a positive IoU.
 
     Same convention as :func:`opencood.ops.iou.standup_iou_plus1` (with ``plus_one`` widths are
-    ``x2 - x1 + 1`` in metres, the reference's legacy rule), but only candidate pairs are evaluated:
-    ``boxes_a`` sorted by ``xmin`` are searched for each box of ``boxes_b`` within reach along x, then
-    the pairs are tested exactly. Cost grows with the number of overlapping pairs, not ``N * M``.
+    ``x2 - x1 + 1`` in metres, the reference's legacy rule), but only candidate pairs are evaluated: for
+    each box of ``boxes_b`` the boxes of ``boxes_a`` whose ``xmin`` strip and ``ymin`` lie within reach are
+    looked up in :func:`sort_standup`'s index (a slightly larger window than needed, never a smaller one),
+    then the pairs are tested exactly. Cost grows with the number of nearby pairs, not ``N * M``.
 
     Args:
         boxes_a: (N, 4) ``[xmin, ymin, xmax, ymax]``, metres.
         boxes_b: (M, 4) same layout and frame.
         plus_one: use the legacy "+1" convention.
+        index_a: optional ``sort_standup(boxes_a)`` (saves building it when ``boxes_a`` are reused).
 
     Returns:
         ``(index_a (K,), index_b (K,), iou (K,))`` for all pairs with IoU > 0, ordered by ``index_b``.
@@ -171,16 +217,24 @@ def standup_iou_pairs(boxes_a, boxes_b, plus_one=False):
     if boxes_a.shape[0] == 0 or boxes_b.shape[0] == 0:
         empty = torch.zeros(0, dtype=torch.long, device=device)
         return empty, empty, torch.zeros(0, dtype=boxes_a.dtype, device=device)
-    order = torch.argsort(boxes_a[:, 0])  # (N,)
-    xmin_sorted = boxes_a[order, 0].contiguous()  # (N,)
-    widest = (boxes_a[:, 2] - boxes_a[:, 0]).max()
-    # Overlap along x needs xmin_a < xmax_b + one and xmax_a > xmin_b - one (xmax_a <= xmin_a + widest).
-    lo = torch.searchsorted(xmin_sorted, (boxes_b[:, 0] - one - widest).contiguous(), right=False)  # (M,)
-    hi = torch.searchsorted(xmin_sorted, (boxes_b[:, 2] + one).contiguous(), right=True)  # (M,)
-    counts = hi - lo  # (M,)
-    index_b = torch.repeat_interleave(torch.arange(boxes_b.shape[0], device=device), counts)  # (K',)
+    idx = sort_standup(boxes_a) if index_a is None else index_a
+    q = boxes_b.double()  # (M, 4)
+    margin = STANDUP_SEARCH_MARGIN
+    # Overlap needs xmin_a in (xmin_b - one - widest_x, xmax_b + one), likewise for y.
+    first_strip = torch.floor((q[:, 0] - one - idx.widest_x - margin - idx.x0) / idx.bucket).clamp(min=0)  # (M,)
+    last_strip = torch.floor((q[:, 2] + one + margin - idx.x0) / idx.bucket).clamp(max=idx.num_buckets - 1)
+    span = int((last_strip - first_strip).max().clamp(min=-1)) + 1  # strips visited by the widest query
+    strips = first_strip[:, None] + torch.arange(max(span, 0), device=device, dtype=q.dtype)  # (M, S)
+    y_lo = (q[:, 1] - one - idx.widest_y - margin - idx.y0).clamp(min=-1.0, max=idx.y_span + 1.0)  # (M,)
+    y_hi = (q[:, 3] + one + margin - idx.y0).clamp(min=-1.0, max=idx.y_span + 1.0)  # (M,)
+    lo = torch.searchsorted(idx.keys, (strips * idx.stride + y_lo[:, None]).contiguous(), right=False)  # (M, S)
+    hi = torch.searchsorted(idx.keys, (strips * idx.stride + y_hi[:, None]).contiguous(), right=True)  # (M, S)
+    counts = torch.where(strips <= last_strip[:, None], (hi - lo).clamp(min=0), 0).reshape(-1)  # (M*S,)
+    lo = lo.reshape(-1)
+    index_b = torch.repeat_interleave(
+        torch.arange(boxes_b.shape[0], device=device).repeat_interleave(max(span, 0)), counts)  # (K',)
     first = torch.repeat_interleave(lo - (torch.cumsum(counts, 0) - counts), counts)  # (K',)
-    index_a = order[first + torch.arange(index_b.shape[0], device=device)]  # (K',)
+    index_a = idx.order[first + torch.arange(index_b.shape[0], device=device)]  # (K',)
     a, b = boxes_a[index_a], boxes_b[index_b]  # (K', 4) each
     iw = torch.minimum(a[:, 2], b[:, 2]) - torch.maximum(a[:, 0], b[:, 0]) + one  # (K',)
     ih = torch.minimum(a[:, 3], b[:, 3]) - torch.maximum(a[:, 1], b[:, 1]) + one  # (K',)
@@ -243,6 +297,7 @@ class VoxelPostprocessor:
         self.nms_thresh = float(_get(anchor_params, "nms_thresh"))
         self.gt_range = [float(v) for v in _get(anchor_params, "gt_range", anchor_args["cav_lidar_range"],
                                                 required=False)]
+        self._anchor_cache = None  # (anchors float64 numpy, as tensor, stand-up search index), see _anchor_index
 
     # ------------------------------------------------------------------ anchors and targets
     def generate_anchor_box(self):
@@ -273,7 +328,7 @@ class VoxelPostprocessor:
         anchors[..., 6] = np.deg2rad(np.asarray(args["r"], dtype=np.float64))
         return anchors.astype(np.float32)
 
-    def generate_label_torch(self, gt_boxes, anchors):
+    def generate_label_torch(self, gt_boxes, anchors, anchor_index=None):
         """Assign GT boxes to anchors by stand-up BEV IoU and compute regression targets (torch).
 
         Positive: IoU > ``pos_threshold`` with some GT, or the best anchor of a GT (if its IoU > 0).
@@ -284,6 +339,8 @@ class VoxelPostprocessor:
         Args:
             gt_boxes: (M, 7) valid GT boxes, ``order`` layout, in the anchors' frame.
             anchors: (H', W', A, 7) anchors.
+            anchor_index: optional ``sort_standup(standup_bev(anchors.reshape(-1, 7)))``, computed once
+                by callers that label many samples against the same anchors.
 
         Returns:
             dict of tensors on the anchors' device, in the anchors' dtype: ``pos_equal_one``,
@@ -294,8 +351,10 @@ class VoxelPostprocessor:
         gt = gt_boxes.to(flat)  # (M, 7)
         n, m = flat.shape[0], gt.shape[0]
         device = flat.device
-        anchor_idx, gt_idx, iou = standup_iou_pairs(standup_bev(flat, self.order), standup_bev(gt, self.order),
-                                                    self.legacy_plus_one)  # (K,) each, IoU > 0
+        if anchor_index is None:
+            anchor_index = sort_standup(standup_bev(flat, self.order))
+        anchor_idx, gt_idx, iou = standup_iou_pairs(anchor_index.boxes, standup_bev(gt, self.order),
+                                                    self.legacy_plus_one, anchor_index)  # (K,) each, IoU > 0
         # Per anchor: highest IoU and the lowest-index GT reaching it.
         max_iou = torch.zeros(n, dtype=iou.dtype, device=device).scatter_reduce_(
             0, anchor_idx, iou, reduce="amax")  # (N,)
@@ -337,9 +396,24 @@ class VoxelPostprocessor:
             dict of float32 numpy: ``pos_equal_one``, ``neg_equal_one`` (H', W', A), ``targets`` (H', W', 7A).
         """
         valid = np.asarray(gt_box_center, dtype=np.float64)[np.asarray(mask) == 1]  # (M, 7)
-        label = self.generate_label_torch(torch.from_numpy(valid),
-                                          torch.from_numpy(np.asarray(anchors, dtype=np.float64)))
+        anchor_tensor, anchor_index = self._anchor_index(anchors)
+        label = self.generate_label_torch(torch.from_numpy(valid), anchor_tensor, anchor_index)
         return {k: v.numpy().astype(np.float32) for k, v in label.items()}
+
+    def _anchor_index(self, anchors):
+        """float64 tensor and stand-up search index of numpy ``anchors``, rebuilt only when their values change.
+
+        Returns:
+            ``(anchors (H', W', A, 7) float64 tensor, sort_standup(...) of their stand-up boxes)``.
+        """
+        anchors = np.asarray(anchors)
+        cached = self._anchor_cache
+        if cached is None or cached[0].shape != anchors.shape or not np.array_equal(cached[0], anchors):
+            values = anchors.astype(np.float64)  # a private copy: in-place edits of the caller's array are seen
+            tensor = torch.from_numpy(values)
+            cached = (values, tensor, sort_standup(standup_bev(tensor.reshape(-1, 7), self.order)))
+            self._anchor_cache = cached
+        return cached[1], cached[2]
 
     @staticmethod
     def collate_batch(label_batch_list):
