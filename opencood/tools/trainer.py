@@ -225,7 +225,8 @@ def _run(opt, dd):
         if dd.main and (epoch % save_freq == 0 or last):
             _save(saved_path, epoch + 1, model, optimizer, scheduler, scaler, best_val)
         if epoch % eval_freq == 0 or last:
-            val_loss = _validate(net, criterion, val_loader, hypes, device, autocast) if dd.main else None
+            # rank 0 validates on the unwrapped module: DDP forward would start collectives the other ranks never join
+            val_loss = _validate(model, criterion, val_loader, hypes, device, autocast) if dd.main else None
             val_loss = dd.broadcast_object(val_loss)
             if dd.main:
                 print(f"epoch {epoch}: validation loss {val_loss:.4f}")

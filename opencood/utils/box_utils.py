@@ -289,9 +289,8 @@ def world_objects_to_boxes(object_dict, lidar_pose, order="hwl", lidar_range=Non
     try:
         arrays = {key: np.asarray(values, dtype=np.float64).reshape(len(ids), 3) for key, values in fields.items()}
     except (TypeError, ValueError):
-        bad = next(i for i in ids if any(np.size(object_dict[i][k]) != 3 for k in fields))
-        raise DataError(f"vehicles[{bad}]: 'location', 'center', 'angle' and 'extent' must be 3 numbers each") \
-            from None
+        raise DataError(f"vehicles[{_first_malformed_object(object_dict, fields)}]: 'location', 'center', "
+                        f"'angle' and 'extent' must be 3 numbers each") from None
     poses = np.concatenate([arrays["location"] + arrays["center"], arrays["angle"]], axis=1)  # (M, 6)
     extent = arrays["extent"]  # (M, 3) half sizes
     finite = np.isfinite(poses).all(axis=1) & np.isfinite(extent).all(axis=1)  # (M,)
@@ -308,6 +307,16 @@ def world_objects_to_boxes(object_dict, lidar_pose, order="hwl", lidar_range=Non
         boxes, keep = mask_boxes_outside_range_numpy(boxes, lidar_range, order, min_num_corners, return_mask=True)
         ids = [i for i, ok in zip(ids, keep) if ok]
     return ids, boxes
+
+
+def _first_malformed_object(object_dict, keys):
+    """Id of the first object whose ``keys`` are not 3 numbers each."""
+    for object_id, content in object_dict.items():
+        try:
+            np.asarray([content[k] for k in keys], dtype=np.float64).reshape(len(keys), 3)
+        except (TypeError, ValueError):
+            return object_id
+    return None
 
 
 def project_world_objects(object_dict, output_dict, lidar_pose, order="hwl", lidar_range=None,

@@ -129,3 +129,59 @@ def test_project_world_objects():
     with pytest.raises(DataError, match="extent"):
         bu.project_world_objects({3: {"location": [0, 0, 0], "center": [0, 0, 0], "angle": [0, 0, 0]}},
                                  {}, lidar_pose, "hwl")
+
+
+def _loop_project_world_objects(object_dict, lidar_pose, order, lidar_range=None, min_num_corners=2):
+    """One object at a time (the pre-vectorisation algorithm), as the reference for the batched version."""
+    out = {}
+    for object_id, content in object_dict.items():
+        pose = np.concatenate([np.add(content["location"], content["center"], dtype=np.float64),
+                               np.asarray(content["angle"], np.float64)])
+        extent = np.asarray(content["extent"], dtype=np.float64)
+        if not (np.isfinite(pose).all() and np.isfinite(extent).all()):
+            continue
+        tfm = x1_to_x2(pose, lidar_pose)
+        corners = bu.create_bbx(extent) @ tfm[:3, :3].T + tfm[:3, 3]
+        box = bu.corner_to_center(corners[None], order=order)
+        if lidar_range is not None:
+            box = bu.mask_boxes_outside_range_numpy(box, lidar_range, order, min_num_corners)
+        if box.shape[0] == 1:
+            out[object_id] = box[0]
+    return out
+
+
+@pytest.mark.parametrize("order", ["hwl", "lwh"])
+def test_vectorized_world_objects_equal_per_object_loop(order):
+    rng = np.random.default_rng(11)
+    for trial in range(20):
+        n = int(rng.integers(0, 50))
+        objects = {int(i): {"location": rng.uniform(-100, 100, 3).tolist(),
+                            "center": rng.uniform(-0.1, 0.1, 3).tolist(),
+                            "angle": [float(rng.uniform(-5, 5)), float(rng.uniform(-180, 180)),
+                                      float(rng.uniform(-5, 5))],
+                            "extent": rng.uniform(0.5, 3, 3).tolist(), "speed": 1.0}
+                   for i in rng.permutation(10000)[:n]}
+        if n and trial % 3 == 0:
+            objects[next(iter(objects))]["extent"][1] = float("inf")
+        pose = [*rng.uniform(-100, 100, 3), *rng.uniform(-180, 180, 3)]
+        lidar_range = None if trial % 2 else [-50, -30, -3, 50, 30, 1]
+        expect = _loop_project_world_objects(objects, pose, order, lidar_range)
+        got = {}
+        bu.project_world_objects(objects, got, pose, order, lidar_range)
+        assert list(got) == list(expect)
+        for k in expect:
+            np.testing.assert_allclose(got[k], expect[k], rtol=0, atol=1e-9)
+        ids, boxes = bu.world_objects_to_boxes(objects, pose, order, lidar_range)
+        assert ids == list(expect) and boxes.shape == (len(ids), 7) and boxes.dtype == np.float64
+
+
+def test_world_objects_to_boxes_empty_and_bad_values():
+    ids, boxes = bu.world_objects_to_boxes({}, [0, 0, 0, 0, 0, 0])
+    assert ids == [] and boxes.shape == (0, 7)
+    bad = {5: {"location": [0, 0], "center": [0, 0, 0], "angle": [0, 0, 0], "extent": [1, 1, 1]}}
+    with pytest.raises(DataError, match=r"vehicles\[5\]"):
+        bu.world_objects_to_boxes(bad, [0, 0, 0, 0, 0, 0])
+    bad = {5: {"location": [0, 0, 0], "center": [0, 0, 0], "angle": [0, 0, 0], "extent": [1, 1, 1]},
+           6: {"location": ["a", "b", "c"], "center": [0, 0, 0], "angle": [0, 0, 0], "extent": [1, 1, 1]}}
+    with pytest.raises(DataError, match=r"vehicles\[6\]: .* 3 numbers"):
+        bu.world_objects_to_boxes(bad, [0, 0, 0, 0, 0, 0])

@@ -125,3 +125,14 @@ def test_normalize_pairwise_tfm_moves_hot_cell():
 
 def test_dist_two_pose():
     assert dist_two_pose([0, 0, 5, 0, 10, 0], [3, 4, -2, 0, 50, 0]) == 5.0
+
+
+def test_x_to_world_batched_equals_single():
+    rng = np.random.default_rng(3)
+    poses = rng.uniform(-200, 200, (50, 6))
+    batched = x_to_world(poses)
+    assert batched.shape == (50, 4, 4) and batched.dtype == np.float64
+    for pose, tfm in zip(poses, batched):
+        np.testing.assert_array_equal(tfm, x_to_world(pose))
+        np.testing.assert_array_equal(tfm, x_to_world(pose.tolist()))
+    assert x_to_world(poses[:0]).shape == (0, 4, 4)

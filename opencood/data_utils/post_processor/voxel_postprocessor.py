@@ -18,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from opencood.data_utils.pre_processor.batch_utils import stack_arrays
 from opencood.ops.nms import nms_rotated
 from opencood.utils import box_utils
 from opencood.utils.errors import ConfigError, DataError
@@ -424,10 +425,9 @@ class VoxelPostprocessor:
 
         Returns:
             dict of float32 tensors ``pos_equal_one``, ``neg_equal_one`` (B, H', W', A), ``targets``
-            (B, H', W', 7A).
+            (B, H', W', 7A) (in shared memory when called in a DataLoader worker).
         """
-        return {key: torch.from_numpy(np.stack([np.asarray(lab[key], dtype=np.float32)
-                                                for lab in label_batch_list]))
+        return {key: stack_arrays([lab[key] for lab in label_batch_list])
                 for key in ("pos_equal_one", "neg_equal_one", "targets")}
 
     # ------------------------------------------------------------------ decoding

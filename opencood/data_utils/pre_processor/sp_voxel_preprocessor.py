@@ -19,6 +19,7 @@ import importlib
 import numpy as np
 import torch
 
+from opencood.data_utils.pre_processor.batch_utils import cat_tensors
 from opencood.ops.voxelize import voxelize
 from opencood.utils.errors import ConfigError, DataError
 from opencood.utils.registry import PREPROCESSORS
@@ -73,16 +74,27 @@ class SpVoxelPreprocessor:
             raise ValueError(f"SpVoxelPreprocessor: backend must be one of {BACKENDS}, got {backend!r}")
         self.backend = backend
         self._spconv_generator = None  # built on first use, inside the data-loader worker
+        self._spconv_buffer_zero = False  # whether the generator's voxel buffer is known to be all zero
 
     def _spconv_voxelize(self, points):
-        """spconv ``PointToVoxel`` on CPU points (P, 4) -> (voxels, coords, num_points) tensors."""
+        """spconv ``PointToVoxel`` on CPU points (P, 4) -> (voxels, coords, num_points) tensors.
+
+        The generator's voxel buffer (``max_voxels x max_points_per_voxel x 4`` floats, 16 MB for
+        PointPillars) is kept all-zero between calls by re-zeroing only the rows a call filled, so spconv
+        need not clear the whole buffer every time (its ``clear_voxels``), which was ~40% of its run time.
+        """
         if self._spconv_generator is None:
             import_spconv("preprocess.core_method")
             point_to_voxel = importlib.import_module("spconv.pytorch.utils").PointToVoxel
             self._spconv_generator = point_to_voxel(
                 vsize_xyz=self.voxel_size, coors_range_xyz=self.lidar_range, num_point_features=NUM_POINT_FEATURES,
                 max_num_voxels=self.max_voxels, max_num_points_per_voxel=self.max_points_per_voxel)
-        voxels, coords, num_points = self._spconv_generator(points)  # copies of its reusable buffers
+            self._spconv_buffer_zero = True  # PointToVoxel allocates its buffers with zeros
+        generator = self._spconv_generator
+        clean, self._spconv_buffer_zero = self._spconv_buffer_zero, False  # stays False if the call raises
+        voxels, coords, num_points = generator(points, clear_voxels=not clean)  # copies of its buffers
+        generator.voxels[:voxels.shape[0]].zero_()
+        self._spconv_buffer_zero = True
         return voxels, coords, num_points
 
     def preprocess(self, pcd_np):
@@ -123,7 +135,8 @@ class SpVoxelPreprocessor:
 
         Returns:
             dict of tensors: ``voxel_features`` (ΣV, P, 4) float32, ``voxel_coords`` (ΣV, 4) int32 as
-            ``[cloud index, z, y, x]``, ``voxel_num_points`` (ΣV,) int32.
+            ``[cloud index, z, y, x]``, ``voxel_num_points`` (ΣV,) int32 (in shared memory when called in a
+            DataLoader worker, see ``batch_utils``).
         """
         if isinstance(batch, dict):
             features, coords, num_points = batch["voxel_features"], batch["voxel_coords"], batch["voxel_num_points"]
@@ -136,7 +149,7 @@ class SpVoxelPreprocessor:
         coords = [torch.as_tensor(c).to(torch.int32) for c in coords]  # each (V_i, 3)
         prefixed = [torch.cat([torch.full_like(c[:, :1], i), c], dim=1) for i, c in enumerate(coords)]
         return {
-            "voxel_features": torch.cat([torch.as_tensor(f).float() for f in features]),  # (ΣV, P, 4)
-            "voxel_coords": torch.cat(prefixed),  # (ΣV, 4)
-            "voxel_num_points": torch.cat([torch.as_tensor(n).to(torch.int32) for n in num_points]),  # (ΣV,)
+            "voxel_features": cat_tensors([torch.as_tensor(f).float() for f in features]),  # (ΣV, P, 4)
+            "voxel_coords": cat_tensors(prefixed),  # (ΣV, 4)
+            "voxel_num_points": cat_tensors([torch.as_tensor(n).to(torch.int32) for n in num_points]),  # (ΣV,)
         }

@@ -39,7 +39,7 @@ PRESETS = {
     "tiny": dict(scenarios=(2, 1, 1), agents=(2, 3), frames=3, beams=64, h_res=2.0, image_size=(80, 60),
                  render_scale=1, cameras=True, pcd_encoding="ascii"),
     # make demo: enough frames for a few CPU training epochs, full-size images traced at 1/4 resolution
-    "demo": dict(scenarios=(6, 2, 2), agents=(3, 4), frames=10, beams=64, h_res=0.4, image_size=(800, 600),
+    "demo": dict(scenarios=(5, 1, 2), agents=(3, 4), frames=10, beams=64, h_res=0.8, image_size=(800, 600),
                  render_scale=4, cameras=True, pcd_encoding="ascii"),
     # benchmarks: 5 agents with ~100k points each
     "bench": dict(scenarios=(1, 1, 1), agents=(5, 5), frames=4, beams=64, h_res=0.15, image_size=(800, 600),

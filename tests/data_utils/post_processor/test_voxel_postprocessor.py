@@ -7,7 +7,8 @@ import torch
 
 from opencood.data_utils.post_processor import build_postprocessor
 from opencood.data_utils.post_processor.voxel_postprocessor import (
-    VoxelPostprocessor, decode_direction, direction_target, encode_boxes, standup_bev, standup_iou_pairs)
+    VoxelPostprocessor, decode_direction, direction_target, encode_boxes, sort_standup, standup_bev,
+    standup_iou_pairs)
 from opencood.ops.iou import standup_iou_plus1
 from opencood.utils import box_utils
 from opencood.utils.errors import ConfigError
@@ -370,3 +371,45 @@ def test_labels_and_post_process_on_cuda_match_cpu():
     assert box_gpu.is_cuda and score_gpu.is_cuda
     torch.testing.assert_close(box_gpu.cpu(), box_cpu, atol=1e-4, rtol=0)
     torch.testing.assert_close(score_gpu.cpu(), score_cpu)
+
+
+@pytest.mark.parametrize("plus_one", [False, True])
+def test_standup_iou_pairs_with_reused_index_equals_dense(plus_one):
+    """Grid-like, clustered, zero-width and far-away boxes; the index is built once and reused."""
+    rng = np.random.default_rng(7)
+    xs, ys = np.meshgrid(np.linspace(-20, 20, 21), np.linspace(-10, 10, 11))
+    centres = np.stack([xs.ravel(), ys.ravel()], 1)
+    sizes = np.where(rng.uniform(size=(len(centres), 1)) < 0.5, [[3.9, 1.6]], [[1.6, 3.9]])
+    a = np.concatenate([centres - sizes / 2, centres + sizes / 2], 1)
+    a[:5, 2] = a[:5, 0]  # zero width
+    index = sort_standup(torch.from_numpy(a))
+    for trial in range(6):
+        m = int(rng.integers(1, 30))
+        lo = rng.uniform(-25, 25, (m, 2)) * (0.1 if trial == 1 else 1.0)  # trial 1: clustered queries
+        b = np.concatenate([lo, lo + rng.uniform(0.0, 6.0, (m, 2))], 1)
+        if trial == 2:
+            b[0] = [100, 100, 101, 101]  # far outside every strip
+        dense = standup_iou_plus1(a, b, plus_one=plus_one)
+        for idx in (None, index):
+            ia, ib, iou = standup_iou_pairs(torch.from_numpy(a), torch.from_numpy(b), plus_one, idx)
+            sparse = np.zeros_like(dense)
+            sparse[ia.numpy(), ib.numpy()] = iou.numpy()
+            np.testing.assert_allclose(sparse, dense, rtol=0, atol=1e-12)
+            assert (dense > 0).sum() == ia.numel()
+            assert torch.all(ib[1:] >= ib[:-1])
+
+
+def test_label_anchor_cache_follows_anchor_values():
+    rng = np.random.default_rng(2)
+    pp = VoxelPostprocessor(make_params(), train=True)
+    anchors = pp.generate_anchor_box()
+    gt = random_gt(rng, 4)
+    first = pp.generate_label(padded(gt)[0], anchors, padded(gt)[1])
+    assert pp.generate_label(padded(gt)[0], anchors.copy(), padded(gt)[1])["targets"].tobytes() == \
+        first["targets"].tobytes()
+    anchors[..., 0] += 1.0  # edited in place: the cached search index must not be reused
+    moved = pp.generate_label(padded(gt)[0], anchors, padded(gt)[1])
+    pos, neg, targets = reference_labels(pp, gt, anchors)
+    np.testing.assert_array_equal(moved["pos_equal_one"], pos)
+    np.testing.assert_array_equal(moved["neg_equal_one"], neg)
+    np.testing.assert_allclose(moved["targets"], targets, atol=1e-6)

@@ -106,3 +106,19 @@ def test_builder_and_errors():
         build_preprocessor({"args": {}}, True)
     with pytest.raises(DataError, match=r"\(P, >=4\)"):
         SpVoxelPreprocessor(make_params(), True).preprocess(np.zeros((10, 3), np.float32))
+
+
+def test_reused_spconv_buffer_gives_fresh_results():
+    """The voxel buffer is re-zeroed only where a call wrote: a big cloud then a small one must give what a
+    fresh pre-processor gives (no stale points in the padding)."""
+    reused = SpVoxelPreprocessor(make_params(max_points=8, test_cap=5000), train=False, backend="spconv")
+    clouds = [random_points(10, n=6000), random_points(11, n=500), random_points(12, n=3000)]
+    for pts in clouds:
+        got = reused.preprocess(pts)
+        fresh = SpVoxelPreprocessor(make_params(max_points=8, test_cap=5000), train=False, backend="spconv")
+        expect = fresh.preprocess(pts)
+        for key in expect:
+            np.testing.assert_array_equal(got[key], expect[key])
+        ref = SpVoxelPreprocessor(make_params(max_points=8, test_cap=5000), train=False, backend="torch")
+        np.testing.assert_array_equal(got["voxel_features"], ref.preprocess(pts)["voxel_features"])
+    assert not reused._spconv_generator.voxels.any()

@@ -24,6 +24,7 @@ import numpy as np
 import yaml
 from PIL import Image
 from torch.utils.data import Dataset
+from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
 from opencood.data_utils.datasets.basedataset.dataset_tree import (
     NUM_CAMERAS, V2XSET_THREE_CAMERA_SCENARIO, extension_path, scan_split, split_paths)
@@ -33,14 +34,64 @@ from opencood.utils.heter_utils import HeterAssigner
 from opencood.utils.pcd_utils import pcd_to_np
 from opencood.utils.registry import BASE_DATASETS
 
+_FLOAT_TAG, _INT_TAG, _STR_TAG = "tag:yaml.org,2002:float", "tag:yaml.org,2002:int", "tag:yaml.org,2002:str"
+_SEQ_TAG, _MAP_TAG = "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"
+
 
 class _AgentYamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
     """libyaml-backed safe loader (about 8x faster than the pure-Python one) with the config loader's float
     rule, so ``1e-5`` is a float in agent YAMLs too (see ``opencood.hypes_yaml.yaml_utils``)."""
 
 
-_AgentYamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", FLOAT_RE, list("-+0123456789."))
-_YAML_LOADER = _AgentYamlLoader
+_AgentYamlLoader.add_implicit_resolver(_FLOAT_TAG, FLOAT_RE, list("-+0123456789."))
+
+
+def load_yaml_text(text):
+    """Parse a YAML document like ``yaml.load(text, Loader=_AgentYamlLoader)``, about 1.5x faster.
+
+    libyaml composes the node tree; plain maps, lists, strings and floats (almost every node of an agent
+    YAML) are then built directly, and every other node (ints, bools, nulls, merge keys, odd floats such
+    as ``.inf``, tagged nodes) goes through PyYAML's safe constructor, so the result is the same.
+
+    Args:
+        text: YAML document (str).
+
+    Returns:
+        the parsed object (None for an empty document).
+
+    Raises:
+        yaml.YAMLError: malformed YAML.
+    """
+    loader = _AgentYamlLoader(text)
+    try:
+        node = loader.get_single_node()
+        return None if node is None else _build_node(loader, node)
+    finally:
+        loader.dispose()
+
+
+def _build_node(loader, node):
+    """Python object of a composed node (see :func:`load_yaml_text`)."""
+    kind, tag = type(node), node.tag
+    if kind is ScalarNode:
+        if tag == _FLOAT_TAG:
+            try:
+                return float(node.value)
+            except ValueError:  # .inf, .nan, sexagesimal: PyYAML's rules
+                return loader.construct_object(node, deep=True)
+        if tag == _STR_TAG:
+            return node.value
+        if tag == _INT_TAG and node.value.isascii() and node.value.isdigit() \
+                and (node.value[0] != "0" or node.value == "0"):  # plain decimal (YAML 1.1 reads 0NN as octal)
+            return int(node.value)
+    elif kind is SequenceNode and tag == _SEQ_TAG:
+        return [_build_node(loader, child) for child in node.value]
+    elif kind is MappingNode and tag == _MAP_TAG and all(
+            type(k) is ScalarNode and k.tag in (_STR_TAG, _INT_TAG) for k, _ in node.value):
+        return {_build_node(loader, k): _build_node(loader, v) for k, v in node.value}
+    return loader.construct_object(node, deep=True)
+
+
 _OBJECT_KEYS = ("location", "center", "angle", "extent")
 
 
@@ -55,7 +106,7 @@ def read_agent_params(path):
     """
     try:
         with open(path, "r") as f:
-            data = json.load(f) if path.endswith(".json") else yaml.load(f, Loader=_YAML_LOADER)
+            data = json.load(f) if path.endswith(".json") else load_yaml_text(f.read())
     except (OSError, yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot parse ({' '.join(str(e).split())})") from None
     if not isinstance(data, dict):
@@ -94,7 +145,7 @@ def _read_extension(path):
     if path.endswith(".yaml"):
         try:
             with open(path, "r") as f:
-                return yaml.load(f, Loader=_YAML_LOADER)
+                return load_yaml_text(f.read())
         except (OSError, yaml.YAMLError) as e:
             raise DataError(f"{path}: cannot parse ({' '.join(str(e).split())})") from None
     img = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
