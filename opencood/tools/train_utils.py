@@ -25,7 +25,23 @@ def create_model(hypes):
     """Build ``model.core_method`` with ``model.args`` through the MODELS registry."""
     name = require(hypes, "model.core_method")
     cls = MODELS.get(name, source=_src(hypes))
-    return cls(require(hypes, "model.args", dict))
+    args = require(hypes, "model.args", dict)
+    model = cls(args)
+    if args.get("bn_momentum") is not None:
+        set_bn_momentum(model, float(args["bn_momentum"]))
+    return model
+
+
+def set_bn_momentum(model, momentum):
+    """Override the running-statistics momentum of every BatchNorm layer.
+
+    The reference hard-codes 0.01 (PointPillars/SECOND style), which needs thousands of steps before
+    the eval-mode statistics settle; short runs (CPU demos, smoke tests) set ``model.args.bn_momentum``.
+    """
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = momentum
+    return model
 
 
 def create_loss(hypes):
