@@ -95,6 +95,7 @@ def main(argv=None):
         sh(["opencood/tools/train.py", "-y", "None", "--model_dir", s1[m], "--skip_test"] + w, log)
     sh(["opencood/tools/inference.py", "--model_dir", s1["m1"], "--fusion_method", "intermediate", "--save_vis",
         "--save_vis_interval", "5"], log)
+    sh(["opencood/tools/inference.py", "--model_dir", s1["m1"], "--fusion_method", "no"], log)
     sh(["opencood/tools/inference.py", "--model_dir", s1["m1"], "--fusion_method", "single"], log)
 
     # ---- stage 2: train only the new agent's message extractor against the frozen ego -----------
@@ -111,8 +112,9 @@ def main(argv=None):
     sh(["opencood/tools/inference_heter_in_order.py", "--model_dir", final, "--use_cav", "[1,2,3,4]"], log)
 
     # ---- the table --------------------------------------------------------------------------------
-    rows = [("stage1 m1 ego only (single)", read_eval(s1["m1"], "single*"), ""),
-            ("stage1 m1 collab (intermediate)", read_eval(s1["m1"], "intermediate*"), "")]
+    rows = [("stage1 m1 ego only, GT of all agents (no)", read_eval(s1["m1"], "no_*"), ""),
+            ("stage1 m1 ego only, ego's own GT (single)", read_eval(s1["m1"], "single*"), ""),
+            ("stage1 m1 homogeneous collab (intermediate)", read_eval(s1["m1"], "intermediate*"), "")]
     for m in ("m2", "m3", "m4"):
         rows.append((f"stage2 m1+{m} (DME only)", read_eval(s2[m], "intermediate*"), f"{trainable_params(s2[m]):,}"))
     for n in (1, 2, 3, 4):

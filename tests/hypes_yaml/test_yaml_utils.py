@@ -52,3 +52,14 @@ def test_missing_key_names_file_and_key(tmp_path):
 def test_missing_file():
     with pytest.raises(ConfigError, match="not found"):
         load_yaml("/nonexistent/x.yaml")
+
+
+def test_exemplar_and_shipped_configs_load_and_build_models():
+    import glob
+    from opencood.tools.train_utils import create_loss, create_model
+    files = [os.path.join(REPO, "opencood/hypes_yaml/exemplar.yaml")] + sorted(
+        glob.glob(os.path.join(REPO, "opencood/hypes_yaml/demo/**/*.yaml"), recursive=True))
+    for f in files:
+        h = load_yaml(f)
+        create_model(h)
+        create_loss(h)

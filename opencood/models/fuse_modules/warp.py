@@ -57,7 +57,7 @@ def warp_to_ego_padded(x, record_len, affine_matrix):
     warped = warp_affine_simple(x, m, (h, w))  # (N, C, H, W) in the ego frame
     n_max = int(record_len.max().item())
     b = record_len.numel()
-    padded = x.new_zeros(b, n_max, c, h, w)
+    padded = warped.new_zeros(b, n_max, c, h, w)  # warped dtype: grid_sample runs in fp32 under autocast
     padded[sample_idx, local_idx] = warped
     mask = torch.zeros(b, n_max, dtype=torch.bool, device=x.device)
     mask[sample_idx, local_idx] = True
