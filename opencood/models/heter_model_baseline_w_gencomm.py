@@ -159,7 +159,8 @@ class HeterModelBaselineWGenComm(HeterModelBaseline):
         pred = features.new_zeros((0,) + tuple(features.shape[1:]))
         if gen_idx.numel() > 0:
             pred = self.gencomm(messages[gen_idx], x_start[gen_idx])  # (G, C, H, W)
-            fused_input = features.index_copy(0, gen_idx, self.enhancer(pred))  # (N, C, H, W)
+            enhanced = self.enhancer(pred)  # (G, C, H, W); under autocast its dtype may differ from F
+            fused_input = features.index_copy(0, gen_idx, enhanced.to(features.dtype))  # (N, C, H, W)
 
         out = self.fuse_and_detect(fused_input, data_dict)
         out.update(aux)

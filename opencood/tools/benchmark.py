@@ -67,7 +67,7 @@ def _step_fn(model, criterion, optimizer, hypes, amp, device):
     return step
 
 
-def bench_train(hypes, dataset, device, amp, n_steps, workers, batch_size):
+def bench_train(hypes, dataset, device, amp, n_steps, workers, batch_size, profile_path=None):
     from opencood.tools import train_utils
     model = train_utils.create_model(hypes).to(device).train()
     criterion = train_utils.create_loss(hypes)
@@ -93,6 +93,16 @@ def bench_train(hypes, dataset, device, amp, n_steps, workers, batch_size):
         _sync(device)
         times.append(time.perf_counter() - t0)
     step_s = statistics.median(times)
+    if profile_path:
+        from torch.profiler import ProfilerActivity, profile
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=acts) as prof:
+            step(batch)
+            _sync(device)
+        key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        with open(profile_path, "a") as f:
+            f.write(f"## train step ({'amp' if amp else 'fp32'}) {hypes.get('name')}\n")
+            f.write(prof.key_averages().table(sort_by=key, row_limit=25) + "\n")
     # end to end through the loader
     t0, k = time.perf_counter(), 0
     for b in loader:
@@ -153,6 +163,7 @@ def main(argv=None):
     p.add_argument("--amp", action="store_true", help="also time AMP training")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", default=None, help="append results as one JSON line to this file")
+    p.add_argument("--profile", default=None, help="append a torch.profiler table of one training step here")
     opt = p.parse_args(argv)
     parts = set(opt.parts.split(","))
     device = torch.device(opt.device)
@@ -167,22 +178,37 @@ def main(argv=None):
         res["batch_size"] = bs
         train_set = build_dataset(hypes, visualize=False, train=True)
         if "data" in parts:
-            res.update(bench_data(train_set, opt.workers, bs, n_batches=max(5, opt.steps)))
+            _guard(res, "data", bench_data, train_set, opt.workers, bs, max(5, opt.steps))
         if "train" in parts:
-            res.update(bench_train(hypes, train_set, device, False, opt.steps, opt.workers, bs))
+            _guard(res, "train_fp32", bench_train, hypes, train_set, device, False, opt.steps, opt.workers, bs,
+                   opt.profile)
             if opt.amp:
-                res.update(bench_train(hypes, train_set, device, True, opt.steps, opt.workers, bs))
+                _guard(res, "train_amp", bench_train, hypes, train_set, device, True, opt.steps, opt.workers, bs,
+                       opt.profile)
         if "infer" in parts:
-            res.update(bench_infer(hypes, device, opt.steps))
+            _guard(res, "infer", bench_infer, hypes, device, opt.steps)
     if "eval" in parts:
-        res.update(bench_eval())
-    print("| metric | value |\n|---|---|")
-    for k, v in res.items():
-        print(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |")
+        _guard(res, "eval", bench_eval)
+    _print(res)
     if opt.json:
         with open(opt.json, "a") as f:
             f.write(json.dumps(res) + "\n")
     return res
+
+
+def _guard(res, name, fn, *args):
+    """Run one measurement; a failure is recorded in the results (and printed) instead of losing the rest."""
+    try:
+        res.update(fn(*args))
+    except Exception as e:  # a benchmark reports what broke and goes on with the other parts
+        res[f"{name}_error"] = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+        print(f"benchmark part '{name}' failed: {res[f'{name}_error']}", file=sys.stderr)
+
+
+def _print(res):
+    print("| metric | value |\n|---|---|")
+    for k, v in res.items():
+        print(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |")
 
 
 if __name__ == "__main__":

@@ -251,9 +251,12 @@ def _run(opt, dd):
 
 @torch.no_grad()
 def _check_ranks_in_sync(model, dd):
-    """All ranks must end with bit-identical weights; compare a float64 checksum of every tensor."""
-    sums = torch.stack([t.detach().double().sum() for t in model.state_dict().values()
-                        if t.is_floating_point()]).to(next(model.parameters()).device)
+    """All ranks must end with bit-identical parameters; compare a float64 checksum of each one.
+
+    Buffers are left out: BatchNorm running statistics are updated from each rank's own batch in the last
+    forward (DDP re-broadcasts rank 0's at the next forward), and only rank 0's are saved.
+    """
+    sums = torch.stack([p.detach().double().sum() for p in model.parameters()])
     gathered = [torch.zeros_like(sums) for _ in range(dd.world)]
     dist.all_gather(gathered, sums)
     same = all(torch.equal(g, gathered[0]) for g in gathered)
