@@ -99,6 +99,7 @@ def evaluate(model, dataset, opt, saved_path, infer_info, device):
             if device.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
+            batch = dataset.device_preprocess(batch)
             res = infer_fn(batch, model, dataset)
             if device.type == "cuda":
                 torch.cuda.synchronize()

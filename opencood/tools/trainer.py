@@ -203,7 +203,7 @@ def _run(opt, dd):
         for i, batch in enumerate(bar):
             if batch is None or (not dd.enabled and not _has_gt(batch)):
                 continue
-            batch = train_utils.to_device(batch, device)
+            batch = train_set.device_preprocess(train_utils.to_device(batch, device))
             optimizer.zero_grad(set_to_none=True)
             with autocast():
                 loss = compute_loss(net, criterion, batch, hypes)
@@ -212,7 +212,7 @@ def _run(opt, dd):
                 scaler.step(optimizer)
                 scaler.update()
             if dd.main:
-                bar.set_postfix(loss=f"{float(loss):.3f}")
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
                 step = epoch * len(train_loader) + i
                 for k, v in getattr(criterion, "loss_dict", {}).items():
                     writer.add_scalar(_TB_NAMES.get(k, k), float(v), step)
@@ -226,7 +226,8 @@ def _run(opt, dd):
             _save(saved_path, epoch + 1, model, optimizer, scheduler, scaler, best_val)
         if epoch % eval_freq == 0 or last:
             # rank 0 validates on the unwrapped module: DDP forward would start collectives the other ranks never join
-            val_loss = _validate(model, criterion, val_loader, hypes, device, autocast) if dd.main else None
+            val_loss = _validate(model, criterion, val_loader, val_set, hypes, device, autocast) \
+                if dd.main else None
             val_loss = dd.broadcast_object(val_loss)
             if dd.main:
                 print(f"epoch {epoch}: validation loss {val_loss:.4f}")
@@ -297,13 +298,13 @@ def _save(saved_path, epoch, model, optimizer, scheduler, scaler, best_val):
 
 
 @torch.no_grad()
-def _validate(net, criterion, loader, hypes, device, autocast):
+def _validate(net, criterion, loader, dataset, hypes, device, autocast):
     net.eval()
     total, n = 0.0, 0
     for batch in tqdm(loader, desc="validate", leave=False, file=sys.stdout):
         if batch is None or not _has_gt(batch):
             continue
-        batch = train_utils.to_device(batch, device)
+        batch = dataset.device_preprocess(train_utils.to_device(batch, device))
         with autocast():
             loss = compute_loss(net, criterion, batch, hypes)
         total += float(loss)

@@ -113,6 +113,24 @@ class BaseFusionDataset(Dataset):
         """New epoch: reshuffle the CAV order (train) and redraw per-sample randomness / agent types."""
         self.base.reinitialize()
 
+    def preprocessor_for(self, key):
+        """The voxeliser that produced batch entry ``key`` (``processed_lidar`` here)."""
+        return self.pre_processor if key == "processed_lidar" else None
+
+    def device_preprocess(self, batch):
+        """Finish pre-processing on the batch's device: voxelise every ``{'points': ...}`` entry.
+
+        A no-op unless a pre-processor has ``args.on_device: true``; the trainer, inference and benchmark
+        call it right after moving the batch to the model's device.
+        """
+        for content in batch.values():
+            if not isinstance(content, dict):
+                continue
+            for key, value in list(content.items()):
+                if isinstance(value, dict) and "points" in value and self.preprocessor_for(key) is not None:
+                    content[key] = self.preprocessor_for(key).voxelize_collated(value)
+        return batch
+
     def reseed(self, seed):
         """Restart the dataset's random streams from ``seed`` (the trainer calls it before each epoch)."""
         self.base.reseed(seed)

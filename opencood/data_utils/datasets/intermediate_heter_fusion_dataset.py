@@ -48,6 +48,12 @@ class IntermediateheterFusionDataset(IntermediateFusionDataset):
                         raise ConfigError(f"{self.source}: missing key 'heter.modality_setting.{m}.{key}'")
         self.use_visible_labels = train and not visualize and BEV_VISIBILITY_EXT in self.base.add_data_extension
 
+    def preprocessor_for(self, key):
+        """``inputs_mX`` entries come from the voxeliser of type mX."""
+        if key.startswith("inputs_"):
+            return self.modality_pre_processors.get(key[len("inputs_"):])
+        return super().preprocessor_for(key)
+
     def keep_agent(self, cav):
         return cav["modality_name"] in self.heter.modality_setting
 

@@ -73,6 +73,9 @@ class SpVoxelPreprocessor:
         if backend not in BACKENDS:
             raise ValueError(f"SpVoxelPreprocessor: backend must be one of {BACKENDS}, got {backend!r}")
         self.backend = backend
+        # on_device: workers only read points; voxelisation happens after the batch reached the model's
+        # device (``voxelize_collated``), e.g. on the GPU, instead of in the DataLoader workers.
+        self.on_device = bool((preprocess_params.get("args") or {}).get("on_device", False))
         self._spconv_generator = None  # built on first use, inside the data-loader worker
         self._spconv_buffer_zero = False  # whether the generator's voxel buffer is known to be all zero
 
@@ -113,6 +116,8 @@ class SpVoxelPreprocessor:
         if pcd_np.ndim != 2 or pcd_np.shape[1] < NUM_POINT_FEATURES:
             raise DataError(f"SpVoxelPreprocessor.preprocess: expected points of shape (P, >=4), "
                             f"got {tuple(pcd_np.shape)}")
+        if self.on_device and is_np:
+            return {"points": np.ascontiguousarray(pcd_np[:, :NUM_POINT_FEATURES], dtype=np.float32)}  # (P, 4)
         points = torch.from_numpy(np.ascontiguousarray(pcd_np[:, :NUM_POINT_FEATURES], dtype=np.float32)) \
             if is_np else pcd_np[:, :NUM_POINT_FEATURES].float().contiguous()  # (P, 4)
         if self.backend == "spconv" and points.device.type == "cpu":
@@ -138,6 +143,11 @@ class SpVoxelPreprocessor:
             ``[cloud index, z, y, x]``, ``voxel_num_points`` (ΣV,) int32 (in shared memory when called in a
             DataLoader worker, see ``batch_utils``).
         """
+        if isinstance(batch, (list, tuple)) and batch and "points" in batch[0]:
+            # on_device: (ΣP, 5) points [cloud index, x, y, z, intensity], voxelised later on the device
+            pts = [torch.as_tensor(b["points"]).float() for b in batch]
+            return {"points": cat_tensors([torch.cat([torch.full_like(p[:, :1], i), p], dim=1)
+                                           for i, p in enumerate(pts)])}
         if isinstance(batch, dict):
             features, coords, num_points = batch["voxel_features"], batch["voxel_coords"], batch["voxel_num_points"]
         elif isinstance(batch, (list, tuple)):
@@ -153,3 +163,20 @@ class SpVoxelPreprocessor:
             "voxel_coords": cat_tensors(prefixed),  # (ΣV, 4)
             "voxel_num_points": cat_tensors([torch.as_tensor(n).to(torch.int32) for n in num_points]),  # (ΣV,)
         }
+
+    def voxelize_collated(self, collated):
+        """Voxelise a collated ``{'points': (ΣP, 5)}`` batch on its own device (GPU when it is there).
+
+        Same result as voxelising each cloud in the workers and collating (``ops.voxelize`` reproduces
+        spconv's voxeliser exactly): one call per cloud, so each keeps its own ``max_voxels`` cap.
+
+        Returns:
+            the :meth:`collate_batch` voxel dict (``voxel_coords`` prefixed by the cloud index).
+        """
+        points = collated["points"]  # (ΣP, 5)
+        idx = points[:, 0].long()
+        n = int(idx.max().item()) + 1 if idx.numel() else 0
+        order = torch.argsort(idx, stable=True)
+        counts = torch.bincount(idx, minlength=n).tolist()
+        parts = torch.split(points[order, 1:], counts)  # each (P_i, 4), original point order kept
+        return self.collate_batch([self.preprocess(p) for p in parts])
