@@ -127,19 +127,24 @@ def _save_vis(res, batch, dataset, vis_dir, idx):
     vis_utils.draw_bev(pts, gt, pred, os.path.join(vis_dir, f"bev_{idx:05d}.png"), rng)
 
 
-def run(opt):
-    hypes = prepare_hypes(opt)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def evaluate_run(opt, hypes, device, suffix=""):
+    """Build the test dataset and model from ``hypes``, load the run's checkpoint, evaluate, write the
+    two eval YAMLs (info = ``<fusion><note>_<x>_<y>_epoch<E><suffix>``) and return the global-sort APs."""
     dataset = build_dataset(hypes, visualize=True, train=False)
     model = train_utils.create_model(hypes)
     epoch, model = train_utils.load_saved_model(opt.model_dir, model)
     model.to(device).eval()
     gt_range = hypes["postprocess"]["gt_range"]
-    infer_info = f"{opt.fusion_method}{opt.note}_{gt_range[3]:g}_{gt_range[4]:g}_epoch{epoch}"
+    infer_info = f"{opt.fusion_method}{opt.note}_{gt_range[3]:g}_{gt_range[4]:g}_epoch{epoch}{suffix}"
     result_stat, sec = evaluate(model, dataset, opt, opt.model_dir, infer_info, device)
     aps = eval_utils.eval_final_results(result_stat, opt.model_dir, infer_info)
     print(f"inference: {sec * 1000:.1f} ms per frame (model + post-processing) on {device}")
     return aps
+
+
+def run(opt):
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return evaluate_run(opt, prepare_hypes(opt), device)
 
 
 def main(argv=None):

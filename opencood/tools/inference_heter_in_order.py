@@ -15,10 +15,7 @@ import sys
 
 import torch
 
-from opencood.data_utils.datasets import build_dataset
-from opencood.tools import train_utils
-from opencood.tools.inference import FUSION_METHODS, evaluate, prepare_hypes
-from opencood.utils import eval_utils
+from opencood.tools.inference import FUSION_METHODS, evaluate_run, prepare_hypes
 from opencood.utils.errors import ConfigError, OpencoodError, one_line
 
 LIDAR_DEGRADE = {"m1": 32, "m3": 16}
@@ -76,15 +73,8 @@ def run(opt):
         opt.fusion_method = opt.fusion_method or "intermediate"
         hypes = in_order_hypes(prepare_hypes(opt), degrade=opt.lidar_degrade)
         hypes["fusion"]["args"]["use_cav"] = n
-        dataset = build_dataset(hypes, visualize=True, train=False)
-        model = train_utils.create_model(hypes)
-        epoch, model = train_utils.load_saved_model(opt.model_dir, model)
-        model.to(device).eval()
-        gt_range = hypes["postprocess"]["gt_range"]
-        info = f"{opt.fusion_method}{opt.note}_{gt_range[3]:g}_{gt_range[4]:g}_epoch{epoch}_use_cav{n}"
-        result_stat, sec = evaluate(model, dataset, opt, opt.model_dir, info, device)
         print(f"use_cav {n}:")
-        results[n] = eval_utils.eval_final_results(result_stat, opt.model_dir, info)
+        results[n] = evaluate_run(opt, hypes, device, suffix=f"_use_cav{n}")
     return results
 
 

@@ -113,6 +113,17 @@ class BaseFusionDataset(Dataset):
         """New epoch: reshuffle the CAV order (train) and redraw per-sample randomness / agent types."""
         self.base.reinitialize()
 
+    def collate_single_cloud_train(self, batch):
+        """Training collate of datasets with one point cloud per sample (early fusion, late fusion):
+        ``{'ego': ...}`` with coords prefixed by the sample index; None samples skipped, None if none left."""
+        samples = [b["ego"] for b in self.drop_none(batch)]
+        if not samples:
+            return None
+        out = self.collate_one_cloud_per_sample(samples)
+        if self.visualize:
+            out["origin_lidar"] = [to_tensor(s["origin_lidar"]) for s in samples]
+        return {"ego": out}
+
     def preprocessor_for(self, key):
         """The voxeliser that produced batch entry ``key`` (``processed_lidar`` here)."""
         return self.pre_processor if key == "processed_lidar" else None

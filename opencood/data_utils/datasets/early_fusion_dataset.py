@@ -56,13 +56,7 @@ class EarlyFusionDataset(BaseFusionDataset):
         """{'ego': processed_lidar (coords prefixed by sample index), object_bbx_center (B, 150, 7),
         object_bbx_mask (B, 150), object_ids (first sample), anchor_box, label_dict (B, ...), record_len
         (B,) ones}; None samples skipped, None if nothing is left."""
-        samples = [b["ego"] for b in self.drop_none(batch)]
-        if not samples:
-            return None
-        out = self.collate_one_cloud_per_sample(samples)
-        if self.visualize:
-            out["origin_lidar"] = [to_tensor(s["origin_lidar"]) for s in samples]
-        return {"ego": out}
+        return self.collate_single_cloud_train(batch)
 
     def collate_batch_test(self, batch):
         """Batch size 1; adds identity transformation_matrix(_clean), sample_idx, cav_id_list,

@@ -117,13 +117,7 @@ class LateFusionDataset(BaseFusionDataset):
 
     def collate_batch_train(self, batch):
         """Training collate: same layout as early fusion (one cloud per sample); None samples skipped."""
-        samples = [b["ego"] for b in self.drop_none(batch)]
-        if not samples:
-            return None
-        out = self.collate_one_cloud_per_sample(samples)
-        if self.visualize:
-            out["origin_lidar"] = [to_tensor(s["origin_lidar"]) for s in samples]
-        return {"ego": out}
+        return self.collate_single_cloud_train(batch)
 
     def collate_batch_test(self, batch):
         """Test collate (batch size 1): one entry per agent key, each collated as a batch of one, with
