@@ -11,12 +11,11 @@ enhancer, fusion and heads), and write ``OUT_DIR/net_epoch1.pth``. OUT_DIR must 
 """
 import argparse
 import os
-import sys
 
 import torch
 
 from opencood.utils import checkpoint as ckpt
-from opencood.utils.errors import CheckpointError, OpencoodError, one_line
+from opencood.utils.errors import CheckpointError, exit_on_error
 
 _DROP_FROM_EARLIER = ("layers_m", "head_m", "shrink_conv_m")
 
@@ -70,13 +69,13 @@ def main(argv=None):
     m.add_argument("dirs", nargs="+", help="model folders in override order, then the output folder")
     m.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR/net_epoch1.pth")
     opt = p.parse_args(argv)
-    try:
-        if len(opt.dirs) < 2:
-            raise CheckpointError("merge_and_save: need at least one model folder and the output folder")
-        return merge_and_save_final(opt.dirs[:-1], opt.dirs[-1], overwrite=opt.overwrite)
-    except OpencoodError as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        sys.exit(2)
+    return exit_on_error(_merge_cli, opt)
+
+
+def _merge_cli(opt):
+    if len(opt.dirs) < 2:
+        raise CheckpointError("merge_and_save: need at least one model folder and the output folder")
+    return merge_and_save_final(opt.dirs[:-1], opt.dirs[-1], overwrite=opt.overwrite)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from opencood.data_utils.datasets import build_dataset
 from opencood.hypes_yaml.yaml_utils import load_yaml, require
 from opencood.tools import inference_utils, train_utils
 from opencood.utils import eval_utils
-from opencood.utils.errors import ConfigError, OpencoodError, one_line
+from opencood.utils.errors import ConfigError, exit_on_error
 
 FUSION_METHODS = ("intermediate", "early", "late", "single", "no")
 
@@ -148,12 +148,7 @@ def run(opt):
 
 
 def main(argv=None):
-    opt = build_parser().parse_args(argv)
-    try:
-        return run(opt)
-    except OpencoodError as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        sys.exit(2)
+    return exit_on_error(run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -11,12 +11,11 @@ agent in range, so AP(N) shows what each newly joined agent type adds. Results:
 import argparse
 import ast
 import os
-import sys
 
 import torch
 
 from opencood.tools.inference import FUSION_METHODS, evaluate_run, prepare_hypes
-from opencood.utils.errors import ConfigError, OpencoodError, one_line
+from opencood.utils.errors import ConfigError, exit_on_error
 
 LIDAR_DEGRADE = {"m1": 32, "m3": 16}
 
@@ -79,12 +78,7 @@ def run(opt):
 
 
 def main(argv=None):
-    opt = build_parser().parse_args(argv)
-    try:
-        return run(opt)
-    except OpencoodError as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        sys.exit(2)
+    return exit_on_error(run, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from opencood.data_utils.datasets import build_dataset
 from opencood.hypes_yaml.yaml_utils import SOURCE_KEY, load_yaml, require
 from opencood.tools import train_utils
 from opencood.utils import checkpoint as ckpt
-from opencood.utils.errors import CheckpointError, OpencoodError, one_line
+from opencood.utils.errors import CheckpointError, exit_on_error
 
 
 # tensorboard scalar names the HEAL curves used
@@ -314,9 +314,4 @@ def _validate(net, criterion, loader, dataset, hypes, device, autocast):
 
 
 def main(argv=None, ddp=False):
-    opt = build_parser(ddp).parse_args(argv)
-    try:
-        run(opt, ddp=ddp)
-    except OpencoodError as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        sys.exit(2)
+    return exit_on_error(run, build_parser(ddp).parse_args(argv), ddp=ddp)

@@ -28,24 +28,23 @@ def atomic_torch_save(obj, path):
     os.replace(tmp, path)
 
 
-def epoch_checkpoints(model_dir):
-    """Return {epoch: path} of ``net_epoch{N}.pth`` files in ``model_dir``."""
+def _scan(model_dir, pattern, regex):
     out = {}
-    for p in glob.glob(os.path.join(model_dir, "net_epoch*.pth")):
-        m = _EPOCH_RE.search(os.path.basename(p))
+    for p in glob.glob(os.path.join(model_dir, pattern)):
+        m = regex.search(os.path.basename(p))
         if m:
             out[int(m.group(1))] = p
     return out
+
+
+def epoch_checkpoints(model_dir):
+    """Return {epoch: path} of ``net_epoch{N}.pth`` files in ``model_dir``."""
+    return _scan(model_dir, "net_epoch*.pth", _EPOCH_RE)
 
 
 def bestval_checkpoints(model_dir):
     """Return {epoch: path} of ``net_epoch_bestval_at{N}.pth`` files in ``model_dir``."""
-    out = {}
-    for p in glob.glob(os.path.join(model_dir, "net_epoch_bestval_at*.pth")):
-        m = _BEST_RE.search(os.path.basename(p))
-        if m:
-            out[int(m.group(1))] = p
-    return out
+    return _scan(model_dir, "net_epoch_bestval_at*.pth", _BEST_RE)
 
 
 def find_checkpoint(model_dir, prefer_bestval=True):

@@ -5,6 +5,9 @@ so a researcher sees *what* is wrong and *where* instead of a traceback from dee
 """
 
 
+import sys
+
+
 class OpencoodError(Exception):
     """Base class of every error we raise on purpose for bad input."""
 
@@ -24,3 +27,12 @@ class CheckpointError(OpencoodError):
 def one_line(exc: BaseException) -> str:
     """Render an exception as a single line (newlines folded) for CLI output."""
     return " ".join(str(exc).split())
+
+
+def exit_on_error(fn, *args, **kwargs):
+    """Run a CLI body: an OpencoodError becomes one line ``error: <message>`` on stderr and exit status 2."""
+    try:
+        return fn(*args, **kwargs)
+    except OpencoodError as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        sys.exit(2)
