@@ -7,7 +7,6 @@ into the run folder, where info = ``<fusion><note>_<x>_<y>_epoch<E>`` (x, y = GT
 ``--save_vis`` writes BEV pictures (headless) to ``vis_<info>/``.
 """
 import argparse
-import copy
 import os
 import sys
 import time
