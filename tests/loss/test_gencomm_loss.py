@@ -6,15 +6,6 @@ from opencood.utils.errors import DataError
 from opencood.utils.registry import LOSSES
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster and immune to a busy machine's thread contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 B, H, W, A = 2, 4, 4, 2
 ARGS = {"pos_cls_weight": 2.0,
         "cls": {"type": "SigmoidFocalLoss", "alpha": 0.25, "gamma": 2.0, "weight": 2.0},

@@ -10,15 +10,6 @@ from opencood.utils.errors import CheckpointError, ConfigError
 from opencood.utils.registry import LOSSES, MODELS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster and immune to a busy machine's thread contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 RANGE = [-12.8, -6.4, -3.0, 12.8, 6.4, 1.0]  # pillar grid 64 x 32 at 0.4 m -> features 16 x 8
 VFE = {"use_norm": True, "with_distance": False, "use_absolute_xyz": True, "num_filters": [64]}
 ENC = {"voxel_size": [0.4, 0.4, 4.0], "lidar_range": RANGE, "max_cav": 5, "pillar_vfe": VFE,

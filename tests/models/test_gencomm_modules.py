@@ -9,15 +9,6 @@ from opencood.models.sub_modules.message_extractor import MessageExtractor
 from opencood.utils.errors import ConfigError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster and immune to a busy machine's thread contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def n_params(module):
     return sum(p.numel() for p in module.parameters())
 

@@ -13,6 +13,7 @@ model copies it into its output as ``depth_items_mX`` for ``point_pillar_depth_l
 """
 import torch.nn as nn
 
+from opencood.models.sub_modules.encoder_inputs import modality_inputs
 from opencood.models.sub_modules.lss_submodule import (CamEncode, create_frustum, depth_values_from_conf,
                                                        frustum_to_lidar, gen_dx_bx, splat_sum)
 from opencood.utils.errors import ConfigError, DataError
@@ -101,12 +102,7 @@ class LiftSplatShoot(nn.Module):
             (N, C·nz, ny, nx) BEV features; sets ``self.depth_items``.
         """
         key = f"inputs_{modality_name}"
-        if key not in data_dict:
-            raise DataError(f"batch: missing key '{key}'")
-        inputs = data_dict[key]
-        missing = [k for k in CAMERA_KEYS if k not in inputs]
-        if missing:
-            raise DataError(f"batch['{key}']: missing key '{missing[0]}'")
+        inputs = modality_inputs(data_dict, modality_name, CAMERA_KEYS)
         geometry = self.get_geometry(inputs["rots"], inputs["trans"], inputs["intrins"],
                                      inputs["post_rots"], inputs["post_trans"])  # (N, Ncam, D, fH, fW, 3)
         feats, depth_logits, gt_bins = self.get_cam_feats(inputs["imgs"])  # (N, Ncam, D, fH, fW, C)

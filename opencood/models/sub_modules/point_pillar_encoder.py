@@ -1,6 +1,7 @@
 """Heterogeneous-model LiDAR encoder ``point_pillar``: PillarVFE + scatter -> raw BEV map (before backbone)."""
 import torch.nn as nn
 
+from opencood.models.sub_modules.encoder_inputs import modality_inputs
 from opencood.models.sub_modules.pillar_vfe import PillarVFE
 from opencood.models.sub_modules.point_pillar_scatter import PointPillarScatter
 from opencood.utils.registry import ENCODERS
@@ -43,7 +44,7 @@ class PointPillar(nn.Module):
         Returns:
             (N_m, 64, ny, nx) BEV pseudo-image, rows = y, cols = x.
         """
-        inputs = data_dict[f"inputs_{modality_name}"]
+        inputs = modality_inputs(data_dict, modality_name, ("voxel_features", "voxel_coords", "voxel_num_points"))
         batch_dict = {
             "voxel_features": inputs["voxel_features"],
             "voxel_coords": inputs["voxel_coords"],

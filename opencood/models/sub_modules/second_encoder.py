@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import torch.nn as nn
 
+from opencood.models.sub_modules.encoder_inputs import modality_inputs
 from opencood.models.sub_modules.sparse_backbone_3d import VoxelBackBone8x
 from opencood.utils.errors import ConfigError, DataError
 from opencood.utils.registry import ENCODERS
@@ -102,12 +103,7 @@ class SECOND(nn.Module):
             (N, num_features_out·Z', Y/8, X/8) BEV features, e.g. (N, 128, 128, 256).
         """
         key = f"inputs_{modality_name}"
-        if key not in data_dict:
-            raise DataError(f"batch: missing key '{key}'")
-        inputs = data_dict[key]
-        missing = [k for k in VOXEL_KEYS if k not in inputs]
-        if missing:
-            raise DataError(f"batch['{key}']: missing key '{missing[0]}'")
+        inputs = modality_inputs(data_dict, modality_name, VOXEL_KEYS)
         coords = inputs["voxel_coords"]
         batch_size = inputs.get("batch_size")
         if batch_size is None:
