@@ -124,6 +124,22 @@ class BaseFusionDataset(Dataset):
             out["origin_lidar"] = [to_tensor(s["origin_lidar"]) for s in samples]
         return {"ego": out}
 
+    def collate_batch_test(self, batch):
+        """Test collate (batch size 1) of datasets with one 'ego' entry (early, intermediate): the training
+        collate + identity transformation_matrix(_clean), sample_idx, cav_id_list and origin_lidar (1, P, 4)."""
+        batch = self.drop_none(batch)
+        self.check_test_batch(batch)
+        out = self.collate_batch_train(batch)
+        if out is None:
+            return None
+        sample = batch[0]["ego"]
+        ego = out["ego"]
+        ego.update(self.identity_transforms())
+        ego.update({"sample_idx": sample["sample_idx"], "cav_id_list": sample["cav_id_list"]})
+        if self.visualize:
+            ego["origin_lidar"] = to_tensor(sample["origin_lidar"]).unsqueeze(0)
+        return out
+
     def preprocessor_for(self, key):
         """The voxeliser that produced batch entry ``key`` (``processed_lidar`` here)."""
         return self.pre_processor if key == "processed_lidar" else None

@@ -13,7 +13,7 @@ origin_lidar (P, 4) when visualize.
 import numpy as np
 
 from opencood.data_utils.datasets.base_fusion_dataset import (
-    BaseFusionDataset, bev_distance, project_points, shuffle_points, to_tensor)
+    BaseFusionDataset, bev_distance, project_points, shuffle_points)
 from opencood.utils.pcd_utils import mask_ego_points, mask_points_by_range
 from opencood.utils.pose_utils import add_noise_data_dict
 from opencood.utils.registry import DATASETS
@@ -57,18 +57,3 @@ class EarlyFusionDataset(BaseFusionDataset):
         object_bbx_mask (B, 150), object_ids (first sample), anchor_box, label_dict (B, ...), record_len
         (B,) ones}; None samples skipped, None if nothing is left."""
         return self.collate_single_cloud_train(batch)
-
-    def collate_batch_test(self, batch):
-        """Batch size 1; adds identity transformation_matrix(_clean), sample_idx, cav_id_list,
-        origin_lidar (1, P, 4)."""
-        batch = self.drop_none(batch)
-        self.check_test_batch(batch)
-        out = self.collate_batch_train(batch)
-        if out is None:
-            return None
-        sample = batch[0]["ego"]
-        out["ego"].update(self.identity_transforms())
-        out["ego"].update({"sample_idx": sample["sample_idx"], "cav_id_list": sample["cav_id_list"]})
-        if self.visualize:
-            out["ego"]["origin_lidar"] = to_tensor(sample["origin_lidar"]).unsqueeze(0)
-        return out

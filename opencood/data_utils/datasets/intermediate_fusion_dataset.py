@@ -173,19 +173,3 @@ class IntermediateFusionDataset(BaseFusionDataset):
         if self.visualize:
             out["origin_lidar"] = [to_tensor(s["origin_lidar"]) for s in samples]
         return {"ego": out}
-
-    def collate_batch_test(self, batch):
-        """Test collate (batch size 1): train collate + identity transformation_matrix(_clean),
-        sample_idx, cav_id_list and origin_lidar (1, P, 4)."""
-        batch = self.drop_none(batch)
-        self.check_test_batch(batch)
-        out = self.collate_batch_train(batch)
-        if out is None:
-            return None
-        sample = batch[0]["ego"]
-        ego = out["ego"]
-        ego.update(self.identity_transforms())
-        ego.update({"sample_idx": sample["sample_idx"], "cav_id_list": sample["cav_id_list"]})
-        if self.visualize:
-            ego["origin_lidar"] = to_tensor(sample["origin_lidar"]).unsqueeze(0)
-        return out
