@@ -9,7 +9,7 @@ setup(
     package_data={"opencood": ["hypes_yaml/**/*.yaml", "hypes_yaml/*.yaml"]},
     python_requires=">=3.10",
     install_requires=[
-        "torch", "torchvision", "numpy", "numba", "PyYAML", "tqdm", "tensorboardX",
+        "torch", "torchvision", "numpy", "numba", "PyYAML", "tqdm", "tensorboardX", "threadpoolctl",
         "matplotlib", "opencv-python-headless", "pillow",
     ],
     extras_require={"sparse": ["spconv"], "vis": ["open3d"], "geometry": ["shapely"]},

@@ -25,11 +25,16 @@ Extra ``model.args`` keys (besides the baseline's):
     generate_ego: True (reference) = the ego's own feature is also replaced by its generated, enhanced
         version; False = the real ego feature is fused (paper Algorithm 1) and only collaborators are
         generated.
+    generation_start: ``ego_frame`` (reference) = every chain starts from the ego's feature as it is, in the
+        ego frame, although the message and the generated feature are in the sender's frame;
+        ``sender_frame`` = the ego's feature is first warped into the sender's frame (ego content then
+        lines up with the sender's view instead of leaving displaced copies after fusion).
     missing_message: False; ``missing_message_ratio`` (stage 1: 0.4, stage 2: 0.1 as the reference):
         at eval only, each non-ego message cell is zeroed with that probability (robustness study).
 """
 import torch
 
+from opencood.models.fuse_modules.warp import agent_batch_index, warp_affine_simple
 from opencood.models.heter_model_baseline import HeterModelBaseline
 from opencood.models.sub_modules.cond_diffusion import GenCommGenerator
 from opencood.models.sub_modules.enhancer import Enhancer
@@ -49,6 +54,9 @@ def generator_config(args):
     if not isinstance(cfg, dict):
         raise ConfigError("model.args.gencomm: must be a mapping")
     return cfg
+
+
+GENERATION_STARTS = ("ego_frame", "sender_frame")
 
 
 @MODELS.register("heter_model_baseline_w_gencomm_stage1", "heter_model_baseline_w_gencomm")
@@ -80,6 +88,10 @@ class HeterModelBaselineWGenComm(HeterModelBaseline):
                               f"gencomm.model.in_channels {feat_ch}")
         self.enhancer = Enhancer.from_config(enh_cfg)
         self.generate_ego = bool(args.get("generate_ego", True))
+        self.generation_start = str(args.get("generation_start", "ego_frame"))
+        if self.generation_start not in GENERATION_STARTS:
+            raise ConfigError(f"model.args.generation_start: unknown '{self.generation_start}'; "
+                              f"known: {', '.join(GENERATION_STARTS)}")
         self.missing_message = bool(args.get("missing_message", False))
         self.missing_ratio = float(args.get("missing_message_ratio", self.default_missing_ratio))
 
@@ -118,6 +130,21 @@ class HeterModelBaselineWGenComm(HeterModelBaseline):
         mask[torch.cumsum(record_len, 0) - record_len] = True
         return mask
 
+    def generation_start_features(self, features, data_dict):
+        """Start point of every agent's generation chain: its sample's ego feature (N, C, H, W).
+
+        ``ego_frame``: the ego map as it is (reference). ``sender_frame``: the ego map resampled onto agent
+        k's grid with ``T_{ego<-k}`` (cells the ego map does not cover are zero); the ego's own row is
+        unchanged.
+        """
+        record_len = data_dict["record_len"]
+        x_start = self.gencomm.ego_start(features, record_len)  # (N, C, H, W), ego frame
+        if self.generation_start == "ego_frame":
+            return x_start
+        sample_idx, local_idx = agent_batch_index(record_len.to(features.device))
+        theta = self.affine_matrix(data_dict)[sample_idx, local_idx, 0]  # (N, 2, 3): ego map -> agent k grid
+        return warp_affine_simple(x_start, theta, features.shape[-2:]).to(features.dtype)
+
     def drop_messages(self, messages, is_ego):
         """Eval-time robustness study: zero each non-ego message cell with prob. ``missing_ratio``.
 
@@ -151,7 +178,7 @@ class HeterModelBaselineWGenComm(HeterModelBaseline):
         if self.missing_message and not self.training:
             messages = self.drop_messages(messages, is_ego)
 
-        x_start = self.gencomm.ego_start(features, record_len)  # (N, C, H, W)
+        x_start = self.generation_start_features(features, data_dict)  # (N, C, H, W)
         gen_idx = torch.arange(features.shape[0], device=features.device)
         if not self.generate_ego:
             gen_idx = gen_idx[~is_ego]

@@ -36,9 +36,10 @@ def _peak_mb(device):
 
 
 def bench_data(dataset, workers, batch_size, n_batches):
+    from opencood.tools.train_utils import dataloader_worker_init
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
                         collate_fn=dataset.collate_batch_train, persistent_workers=workers > 0,
-                        prefetch_factor=4 if workers > 0 else None)
+                        prefetch_factor=4 if workers > 0 else None, worker_init_fn=dataloader_worker_init)
     it = iter(loader)
     next(it)  # worker start-up is not throughput
     t0, n = time.perf_counter(), 0
@@ -67,14 +68,18 @@ def _step_fn(model, criterion, optimizer, hypes, amp, device):
     return step
 
 
-def bench_train(hypes, dataset, device, amp, n_steps, workers, batch_size, profile_path=None):
+def bench_train(hypes, dataset, device, amp, n_steps, workers, batch_size, profile_path=None,
+                channels_last=False):
     from opencood.tools import train_utils
     model = train_utils.create_model(hypes).to(device).train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     criterion = train_utils.create_loss(hypes)
     optimizer = train_utils.setup_optimizer(hypes, model)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
                         collate_fn=dataset.collate_batch_train, pin_memory=device.type == "cuda",
-                        persistent_workers=workers > 0, drop_last=True)
+                        persistent_workers=workers > 0, drop_last=True,
+                        worker_init_fn=train_utils.dataloader_worker_init)
     batch = None
     for b in loader:
         if b is not None:
@@ -166,6 +171,8 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--voxelize_on_device", action="store_true",
                    help="set preprocess args.on_device for every voxeliser (workers only read points)")
+    p.add_argument("--channels_last", action="store_true",
+                   help="convert the model to channels_last (NHWC) memory format before timing training")
     p.add_argument("--json", default=None, help="append results as one JSON line to this file")
     p.add_argument("--profile", default=None, help="append a torch.profiler table of one training step here")
     opt = p.parse_args(argv)
@@ -187,11 +194,12 @@ def main(argv=None):
         if "data" in parts:
             _guard(res, "data", bench_data, train_set, opt.workers, bs, max(5, opt.steps))
         if "train" in parts:
+            res["channels_last"] = opt.channels_last
             _guard(res, "train_fp32", bench_train, hypes, train_set, device, False, opt.steps, opt.workers, bs,
-                   opt.profile)
+                   opt.profile, opt.channels_last)
             if opt.amp:
                 _guard(res, "train_amp", bench_train, hypes, train_set, device, True, opt.steps, opt.workers, bs,
-                       opt.profile)
+                       opt.profile, opt.channels_last)
         if "infer" in parts:
             _guard(res, "infer", bench_infer, hypes, device, opt.steps)
     if "eval" in parts:

@@ -78,7 +78,11 @@ def main(argv=None):
     p.add_argument("--logs", default=os.path.join("opencood", "logs", "demo"))
     p.add_argument("--preset", default="demo")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--configs", default=DEMO_YAMLS,
+                   help="YAML set to run (stage1/mX_att.yaml, stage2/m1mX_att.yaml, stage2/m1m2m3m4_att_infer.yaml)")
+    p.add_argument("--skip-data", action="store_true", help="use the dataset already under --root")
     opt = p.parse_args(argv)
+    cfg = os.path.abspath(opt.configs)
     t_start = time.time()
     logs = os.path.join(REPO, opt.logs)
     os.makedirs(logs, exist_ok=True)
@@ -86,12 +90,13 @@ def main(argv=None):
     open(log, "w").close()
     w = ["--num_workers", str(opt.workers)]
 
-    sh(["opencood/tools/make_synthetic.py", "--root", opt.root, "--preset", opt.preset], log)
+    if not opt.skip_data:
+        sh(["opencood/tools/make_synthetic.py", "--root", opt.root, "--preset", opt.preset], log)
 
     # ---- stage 1: one homogeneous collaboration base per agent type ---------------------------
     s1 = {}
     for m in ("m1", "m2", "m3", "m4"):
-        s1[m] = fresh_run_dir(logs, f"stage1_{m}", os.path.join(DEMO_YAMLS, "stage1", f"{m}_att.yaml"))
+        s1[m] = fresh_run_dir(logs, f"stage1_{m}", os.path.join(cfg, "stage1", f"{m}_att.yaml"))
         sh(["opencood/tools/train.py", "-y", "None", "--model_dir", s1[m], "--skip_test"] + w, log)
     sh(["opencood/tools/inference.py", "--model_dir", s1["m1"], "--fusion_method", "intermediate", "--save_vis",
         "--save_vis_interval", "5"], log)
@@ -101,13 +106,13 @@ def main(argv=None):
     # ---- stage 2: train only the new agent's message extractor against the frozen ego -----------
     s2 = {}
     for m in ("m2", "m3", "m4"):
-        s2[m] = fresh_run_dir(logs, f"stage2_m1{m}", os.path.join(DEMO_YAMLS, "stage2", f"m1{m}_att.yaml"))
+        s2[m] = fresh_run_dir(logs, f"stage2_m1{m}", os.path.join(cfg, "stage2", f"m1{m}_att.yaml"))
         sh(["opencood/tools/heal_tools.py", "merge_and_save", s1[m], s1["m1"], s2[m]], log)
         sh(["opencood/tools/train.py", "-y", "None", "--model_dir", s2[m], "--skip_test"] + w, log)
         sh(["opencood/tools/inference.py", "--model_dir", s2[m], "--fusion_method", "intermediate"], log)
 
     # ---- stage 3: merge everything, static and dynamic inference --------------------------------
-    final = fresh_run_dir(logs, "final_m1m2m3m4", os.path.join(DEMO_YAMLS, "stage2", "m1m2m3m4_att_infer.yaml"))
+    final = fresh_run_dir(logs, "final_m1m2m3m4", os.path.join(cfg, "stage2", "m1m2m3m4_att_infer.yaml"))
     sh(["opencood/tools/heal_tools.py", "merge_and_save", s2["m2"], s2["m3"], s2["m4"], final], log)
     sh(["opencood/tools/inference_heter_in_order.py", "--model_dir", final, "--use_cav", "[1,2,3,4]"], log)
 

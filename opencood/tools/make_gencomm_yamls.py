@@ -149,6 +149,8 @@ def make(name, g, mods, ego, mapping, core, loss, bs, epochs, eval_freq, save_fr
     gen = "\n    generate_weight: 1.0" if loss == "point_pillar_gencomm_loss" else ""
     ge = ("\n    generate_ego: false   # fuse the ego's real feature (paper Alg. 1); learns far faster in a short run"
           if g.get("generate_ego") is False else "")
+    gs = ("\n    generation_start: " + g["generation_start"] + "   # ego feature warped into the sender's frame first"
+          if g.get("generation_start") else "")
     bnm = ("\n    bn_momentum: " + str(g["bn_momentum"]) + "   # short CPU runs: let BatchNorm statistics settle"
            if g.get("bn_momentum") else "")
     text = f"""# {comment}
@@ -242,7 +244,7 @@ model:
         beta_end: 0.05
         num_diffusion_timesteps: 3
     enhancer:
-      in_ch: {g['feat']}{ge}
+      in_ch: {g['feat']}{ge}{gs}
     fusion_method: att
     att:
       feat_dim: {g['feat']}

@@ -85,6 +85,26 @@ def setup_lr_schedular(hypes, optimizer, init_epoch=0):
     return sched
 
 
+def dataloader_worker_init(worker_id):
+    """DataLoader ``worker_init_fn``: one thread per worker for every thread pool a worker may touch.
+
+    A worker inherits the parent's pools (numpy's OpenBLAS, OpenCV, numba) sized for the whole machine;
+    with W workers on C cores that is W x C spinning threads, which made 8 workers on a 16-core GPU
+    host slower per sample than one process. PyTorch already sets its own pool to one thread.
+    """
+    torch.set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(1)
+    except ImportError:  # optional: without it numpy's BLAS keeps its default pool
+        pass
+    try:
+        import cv2
+        cv2.setNumThreads(1)
+    except ImportError:
+        pass
+
+
 def to_device(inputs, device):
     """Move nested dicts/lists of tensors to ``device`` (non_blocking for pinned memory)."""
     if isinstance(inputs, dict):

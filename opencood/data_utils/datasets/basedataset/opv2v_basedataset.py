@@ -7,8 +7,9 @@ samples from it.
 
 YAML keys read: ``root_dir`` (train) / ``validate_dir`` (eval), ``input_source`` (default ['lidar']),
 ``train_params.max_cav`` (default 5), ``add_data_extension``, ``heter`` + ``ego_diff_cav`` (heterogeneous
-datasets), ``fusion.dataset`` (``v2xset`` drops its three-camera scenario when cameras are read) and the
-optional ``seed`` (default 0) of the dataset's random generator.
+datasets), ``fusion.dataset`` (``v2xset`` drops its three-camera scenario when cameras are read), the
+optional ``seed`` (default 0) of the dataset's random generator and the optional ``data_cache_dir``
+(decoded clouds and agent YAMLs are cached there, see ``opencood.utils.decode_cache``).
 
 Randomness: CAV order (train) is shuffled with the dataset's own ``np.random.Generator`` at construction
 and in every ``reinitialize()``; per-sample draws (points shuffle, noise, agent types, augmentation) use
@@ -30,6 +31,7 @@ from opencood.data_utils.datasets.basedataset.dataset_tree import (
     NUM_CAMERAS, V2XSET_THREE_CAMERA_SCENARIO, extension_path, scan_split, split_paths)
 from opencood.hypes_yaml.yaml_utils import _FLOAT_RE as FLOAT_RE
 from opencood.utils.errors import ConfigError, DataError
+from opencood.utils.decode_cache import DecodeCache
 from opencood.utils.heter_utils import HeterAssigner
 from opencood.utils.pcd_utils import pcd_to_np
 from opencood.utils.registry import BASE_DATASETS
@@ -180,6 +182,7 @@ class OPV2VBaseDataset(Dataset):
         self.max_cav = int((params.get("train_params") or {}).get("max_cav", 5))
         self.input_source = list(params.get("input_source") or ["lidar"])
         self.add_data_extension = list(params.get("add_data_extension") or [])
+        self.cache = DecodeCache(params["data_cache_dir"]) if params.get("data_cache_dir") else None
 
         self.heter = None
         if heterogeneous:
@@ -261,6 +264,10 @@ class OPV2VBaseDataset(Dataset):
             return os.path.join(self.paths["hetero_dir"], scen["name"], cav, f"{ts}_{channels}.pcd")
         return os.path.join(scen["path"], cav, f"{ts}.pcd")
 
+    def _decode(self, path, decode, kind):
+        """``decode(path)`` through the decoded-file cache when ``data_cache_dir`` is set."""
+        return decode(path) if self.cache is None else self.cache.get(path, decode, kind)
+
     def retrieve_base_data(self, idx, rng=None):
         """Raw data of every agent of sample ``idx`` (ego first).
 
@@ -282,7 +289,8 @@ class OPV2VBaseDataset(Dataset):
         for i, cav in enumerate(order):
             cav_dir = os.path.join(scen["path"], cav)
             params_path = os.path.join(cav_dir, f"{ts}.json" if ts in scen["cavs"][cav]["json"] else f"{ts}.yaml")
-            entry = {"ego": i == 0, "time_delay": 0, "params": read_agent_params(params_path)}
+            entry = {"ego": i == 0, "time_delay": 0,
+                     "params": self._decode(params_path, read_agent_params, "pkl")}
             modality = None
             lidar = "lidar" in self.input_source or self.visualize
             camera = "camera" in self.input_source
@@ -293,7 +301,7 @@ class OPV2VBaseDataset(Dataset):
                 lidar = sensor == "lidar" or self.visualize
                 camera = sensor == "camera"
             if lidar:
-                entry["lidar_np"] = pcd_to_np(self._lidar_path(scen, cav, ts, modality))
+                entry["lidar_np"] = self._decode(self._lidar_path(scen, cav, ts, modality), pcd_to_np, "npy")
             if camera:
                 missing = [f"camera{k}" for k in range(NUM_CAMERAS) if f"camera{k}" not in entry["params"]]
                 if missing:
