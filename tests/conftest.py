@@ -37,6 +37,8 @@ def tiny_config(tiny_world, yaml_rel, tmp_path, **train_params):
     h = read_yaml_file(os.path.join(REPO, yaml_rel))
     for key in ("root_dir", "validate_dir", "test_dir"):
         h[key] = h[key].replace("dataset", tiny_world, 1)
+    if h.get("data_cache_dir"):  # one cache per test: entries of the shared tiny world never leak between tests
+        h["data_cache_dir"] = os.path.join(str(tmp_path), "decode_cache")
     if isinstance(h.get("heter"), dict) and h["heter"].get("assignment_path"):
         h["heter"]["assignment_path"] = h["heter"]["assignment_path"].replace("dataset", tiny_world, 1)
     h["train_params"].update(train_params)

@@ -92,6 +92,9 @@ def main(argv=None):
 
     if not opt.skip_data:
         sh(["opencood/tools/make_synthetic.py", "--root", opt.root, "--preset", opt.preset], log)
+        cache = yaml.safe_load(open(os.path.join(cfg, "stage1", "m1_att.yaml"))).get("data_cache_dir")
+        if cache and os.path.isdir(os.path.join(REPO, cache)):  # entries of the old files would never be read
+            shutil.rmtree(os.path.join(REPO, cache))
 
     # ---- stage 1: one homogeneous collaboration base per agent type ---------------------------
     s1 = {}

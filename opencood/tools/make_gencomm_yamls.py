@@ -142,6 +142,8 @@ def make(name, g, mods, ego, mapping, core, loss, bs, epochs, eval_freq, save_fr
     root = g["data_root"]
     src = "['lidar', 'camera', 'depth']" if has_cam else "['lidar']"
     ext = "\nadd_data_extension: ['bev_visibility.png']" if has_cam else ""
+    cache = (f"\ndata_cache_dir: \"{g['data_cache_dir']}\"   # decoded clouds/YAMLs/images, shared by every run"
+             if g.get("data_cache_dir") else "")
     edc = "\nego_diff_cav: true" if ego_diff_cav else ""
     lc = f"\n  lidar_channels_dict:\n{block(lidar_ch, 4)}" if lidar_ch else ""
     mm = "\n    missing_message: true" if missing_message else ""
@@ -157,7 +159,7 @@ def make(name, g, mods, ego, mapping, core, loss, bs, epochs, eval_freq, save_fr
 name: {name}
 root_dir: "{root}/OPV2V/train"
 validate_dir: "{root}/OPV2V/validate"
-test_dir: "{root}/OPV2V/test"
+test_dir: "{root}/OPV2V/test"{cache}
 
 yaml_parser: "load_general_params"
 train_params:
@@ -333,7 +335,8 @@ def write_set(outdir, g, small=False):
 
 DEMO = dict(
     FULL, prefix="demo_", rng=[-51.2, -25.6, -3, 51.2, 25.6, 1], cam_rng=[-25.6, -25.6, -3, 25.6, 25.6, 1],
-    max_vox=(8000, 16000), pillar_points=8, bn_momentum=0.1, generate_ego=False,
+    max_vox=(8000, 16000), pillar_points=8, bn_momentum=0.1, generate_ego=False, generation_start="sender_frame",
+    data_cache_dir="dataset/.decode_cache",
     pillar_voxel=[0.8, 0.8, 4], stride=2, grid_step=0.8, shrink_stride={"m1": 1, "m2": 1, "m3": 1, "m4": 1},
     second_voxel=[0.2, 0.2, 0.1],
     m1_backbone=dict(layer_nums=[1, 1, 1], layer_strides=[2, 2, 2], num_filters=[32, 64, 64],

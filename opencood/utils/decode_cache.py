@@ -3,8 +3,8 @@
 Real OPV2V clouds are ASCII PCDs and the agent YAMLs are long: decoding them is most of a DataLoader
 worker's time (about 17 ms per 100k-point cloud and 11 ms per YAML on one core), and training reads
 every frame once per epoch. With ``data_cache_dir: PATH`` in the experiment YAML, the first read of a
-file stores its decoded form under PATH (``.npy`` for clouds, pickle for YAML dicts) and later reads
-load that instead (well under 1 ms each).
+file stores its decoded form under PATH (``.npy`` for clouds, pickle for YAML dicts and decoded PIL
+images) and later reads load that instead (well under 1 ms each; an 800x600 PNG takes ~6 ms to decode).
 
 A cache entry is named by a hash of the source's absolute path, size and modification time, so an
 edited or replaced source file is decoded again; stale entries are simply never read. Entries are

@@ -247,3 +247,21 @@ def test_narrow_grid_message_extracted_before_zero_padding():
     assert msgs[m2][..., :4].abs().sum() == 0 and msgs[m2][..., 12:].abs().sum() == 0
     assert feats[m2][..., :4].abs().sum() == 0 and msgs[m2][..., 4:12].abs().sum() > 0
     assert model.has_unused_parameters
+
+
+def test_sender_frame_start_moves_ego_map_into_each_senders_frame():
+    model = build(generation_start="sender_frame")
+    batch = make_batch()
+    t = batch["pairwise_t_matrix"]
+    t[0, 1, 0, 0, 3], t[0, 0, 1, 0, 3] = 1.6, -1.6  # agent 1 one feature cell (1.6 m) ahead of the ego
+    feats = torch.zeros(5, C, 8, 16)
+    feats[0, :, 4, 9] = 1.0  # ego map: one hot cell
+    start = model.generation_start_features(feats, batch)
+    assert torch.equal(start[0], feats[0])  # the ego's own chain starts from its map unchanged
+    hot = start[1, 0].flatten().argmax().item()
+    assert divmod(hot, 16) == (4, 8)  # the same point is one cell behind in the sender's frame
+    assert torch.isclose(start[1, 0, 4, 8], torch.tensor(1.0), atol=1e-5)
+    ref = build()  # reference start: the ego map as it is, for every agent of the sample
+    assert torch.equal(ref.generation_start_features(feats, batch)[1], feats[0])
+    with pytest.raises(ConfigError, match="generation_start"):
+        build(generation_start="world")

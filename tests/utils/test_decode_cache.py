@@ -63,9 +63,10 @@ def test_broken_entry_is_rewritten(tmp_path):
 def test_dataset_with_cache_gives_identical_samples(tmp_path):
     from opencood.data_utils.datasets import build_dataset
     from opv2v_tiny import make_hypes, make_tree
-    base = make_tree(str(tmp_path / "data"))
-    plain = build_dataset(make_hypes(base), train=False)
-    cached = build_dataset(make_hypes(base, extra={"data_cache_dir": str(tmp_path / "cache")}), train=False)
+    base = make_tree(str(tmp_path / "data"), cameras=True, hetero=True)
+    src = {"input_source": ["lidar", "camera", "depth"]}
+    plain = build_dataset(make_hypes(base, extra=src), train=False)
+    cached = build_dataset(make_hypes(base, extra=dict(src, data_cache_dir=str(tmp_path / "cache"))), train=False)
     for _ in range(2):  # first pass fills the cache, second reads it
         for i in range(len(plain)):
             a, b = plain.base.retrieve_base_data(i), cached.base.retrieve_base_data(i)
@@ -73,5 +74,9 @@ def test_dataset_with_cache_gives_identical_samples(tmp_path):
             for cav in a:
                 np.testing.assert_array_equal(a[cav]["lidar_np"], b[cav]["lidar_np"])
                 assert a[cav]["params"] == b[cav]["params"]
+                for key in ("camera_data", "depth_data"):
+                    for ia, ib in zip(a[cav][key], b[cav][key]):
+                        assert (ia.mode, ia.size) == (ib.mode, ib.size)
+                        np.testing.assert_array_equal(np.asarray(ia), np.asarray(ib))
     n_entries = sum(len(fs) for _, _, fs in os.walk(tmp_path / "cache"))
-    assert n_entries == 2 * 4 * 2  # (pcd + yaml) x 4 agents x 2 frames
+    assert n_entries == (2 + 4 + 4) * 4 * 2  # (pcd + yaml + 4 cameras + 4 depths) x 4 agents x 2 frames

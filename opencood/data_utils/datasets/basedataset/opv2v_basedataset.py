@@ -9,7 +9,7 @@ YAML keys read: ``root_dir`` (train) / ``validate_dir`` (eval), ``input_source``
 ``train_params.max_cav`` (default 5), ``add_data_extension``, ``heter`` + ``ego_diff_cav`` (heterogeneous
 datasets), ``fusion.dataset`` (``v2xset`` drops its three-camera scenario when cameras are read), the
 optional ``seed`` (default 0) of the dataset's random generator and the optional ``data_cache_dir``
-(decoded clouds and agent YAMLs are cached there, see ``opencood.utils.decode_cache``).
+(decoded clouds, agent YAMLs and images are cached there, see ``opencood.utils.decode_cache``).
 
 Randomness: CAV order (train) is shuffled with the dataset's own ``np.random.Generator`` at construction
 and in every ``reinitialize()``; per-sample draws (points shuffle, noise, agent types, augmentation) use
@@ -141,6 +141,10 @@ def _read_image(path, mode=None):
     except (OSError, ValueError) as e:
         raise DataError(f"{path}: cannot read image ({' '.join(str(e).split())})") from None
     return img.convert(mode) if mode else img
+
+
+def _read_rgb(path):
+    return _read_image(path, "RGB")
 
 
 def _read_extension(path):
@@ -306,11 +310,11 @@ class OPV2VBaseDataset(Dataset):
                 missing = [f"camera{k}" for k in range(NUM_CAMERAS) if f"camera{k}" not in entry["params"]]
                 if missing:
                     raise DataError(f"{params_path}: missing key '{missing[0]}' (camera input requested)")
-                entry["camera_data"] = [_read_image(os.path.join(cav_dir, f"{ts}_camera{k}.png"), "RGB")
+                entry["camera_data"] = [self._decode(os.path.join(cav_dir, f"{ts}_camera{k}.png"), _read_rgb, "pkl")
                                         for k in range(NUM_CAMERAS)]
                 if "depth" in self.input_source:
                     het_dir = os.path.join(self.paths["hetero_dir"], scen["name"], cav)
-                    entry["depth_data"] = [_read_image(os.path.join(het_dir, f"{ts}_depth{k}.png"))
+                    entry["depth_data"] = [self._decode(os.path.join(het_dir, f"{ts}_depth{k}.png"), _read_image, "pkl")
                                            for k in range(NUM_CAMERAS)]
             for ext in self.add_data_extension:
                 entry[ext] = _read_extension(extension_path(self.paths, scen["name"], cav, ts, ext))
