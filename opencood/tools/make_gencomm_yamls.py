@@ -155,6 +155,8 @@ def make(name, g, mods, ego, mapping, core, loss, bs, epochs, eval_freq, save_fr
           if g.get("generation_start") else "")
     bnm = ("\n    bn_momentum: " + str(g["bn_momentum"]) + "   # short CPU runs: let BatchNorm statistics settle"
            if g.get("bn_momentum") else "")
+    prior = ("\n    cls_prior_prob: " + str(g["cls_prior_prob"]) + "   # cls head starts at score 0.01 (short runs)"
+             if g.get("cls_prior_prob") else "")
     text = f"""# {comment}
 name: {name}
 root_dir: "{root}/OPV2V/train"
@@ -222,7 +224,7 @@ postprocess:
 
 model:
   core_method: {core}
-  args:{bnm}
+  args:{bnm}{prior}
     lidar_range: *cav_lidar
     ego_modality: *ego_modality
 {chr(10).join(model_m(m, g) for m in mods)}
@@ -347,7 +349,9 @@ DEMO = dict(
                       upsample_strides=[1, 2, 4], num_upsample_filter=[32, 32, 32], inplanes=64), cam_in=96,
     feat=64, m2_aug=dict(resize_lim=[0.12, 0.125], final_dim=[64, 96]),
     m4_aug=dict(resize_lim=[0.12, 0.125], final_dim=[64, 96]),
-    s1=(2, 6, 2, 2, 0.002, [5]), s1_cam=(2, 2, 1, 1, 0.002, [10]), s1_m3=(2, 3, 1, 1, 0.002, [10]), s2=(2, 3, 1, 1, 0.002, [10]), no_cam_range=True,
+    cls_prior_prob=0.01,
+    s1=(2, 8, 2, 2, 0.002, [7]), s1_cam=(2, 2, 1, 1, 0.002, [10]), s1_m3=(2, 3, 1, 1, 0.002, [10]),
+    s2=(2, 5, 1, 1, 0.005, [10]), no_cam_range=True,
 )
 
 def main(argv=None):
