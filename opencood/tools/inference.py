@@ -80,7 +80,8 @@ def prepare_hypes(opt):
 def evaluate(model, dataset, opt, saved_path, infer_info, device):
     """Loop over the test set; returns (result_stat, seconds per frame)."""
     loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=opt.num_workers,
-                        collate_fn=dataset.collate_batch_test, pin_memory=device.type == "cuda")
+                        collate_fn=dataset.collate_batch_test, pin_memory=device.type == "cuda",
+                        worker_init_fn=train_utils.dataloader_worker_init)
     result_stat = {iou: {"tp": [], "fp": [], "gt": 0, "score": []} for iou in (0.3, 0.5, 0.7)}
     infer_fn = {"intermediate": inference_utils.inference_intermediate_fusion,
                 "early": inference_utils.inference_early_fusion,

@@ -155,7 +155,7 @@ def make(name, g, mods, ego, mapping, core, loss, bs, epochs, eval_freq, save_fr
           if g.get("generation_start") else "")
     bnm = ("\n    bn_momentum: " + str(g["bn_momentum"]) + "   # short CPU runs: let BatchNorm statistics settle"
            if g.get("bn_momentum") else "")
-    prior = ("\n    cls_prior_prob: " + str(g["cls_prior_prob"]) + "   # cls head starts at score 0.01 (short runs)"
+    prior = ("\n    cls_prior_prob: " + str(g["cls_prior_prob"]) + "   # cls head starts at this score (short runs)"
              if g.get("cls_prior_prob") else "")
     text = f"""# {comment}
 name: {name}

@@ -1,4 +1,4 @@
-"""On-disk cache of decoded dataset files (point clouds, agent YAMLs).
+"""On-disk cache of decoded dataset files (point clouds, agent YAMLs, camera and depth images).
 
 Real OPV2V clouds are ASCII PCDs and the agent YAMLs are long: decoding them is most of a DataLoader
 worker's time (about 17 ms per 100k-point cloud and 11 ms per YAML on one core), and training reads
@@ -44,7 +44,10 @@ class DecodeCache:
             decode: function reading ``source`` (its errors propagate; nothing is cached then).
             kind: ``npy`` (decode returns an ndarray) or ``pkl`` (any picklable object).
         """
-        entry = self.entry_path(source, kind)
+        try:
+            entry = self.entry_path(source, kind)
+        except OSError:  # missing/unreadable source: the decoder raises its own one-line error
+            return decode(source)
         if os.path.isfile(entry):
             try:
                 if kind == "npy":

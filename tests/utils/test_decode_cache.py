@@ -60,6 +60,15 @@ def test_broken_entry_is_rewritten(tmp_path):
     assert cache.get(str(src), dec, "pkl") == {"v": "x"} and dec.calls == 2
 
 
+def test_missing_source_keeps_the_decoders_one_line_error(tmp_path):
+    import pytest
+    from opencood.utils.errors import DataError
+    cache = DecodeCache(tmp_path / "cache")
+    with pytest.raises(DataError, match="gone.pcd"):
+        cache.get(str(tmp_path / "gone.pcd"), pcd_to_np, "npy")
+    assert not (tmp_path / "cache").exists()
+
+
 def test_dataset_with_cache_gives_identical_samples(tmp_path):
     from opencood.data_utils.datasets import build_dataset
     from opv2v_tiny import make_hypes, make_tree
