@@ -91,7 +91,12 @@ class PointPillarLoss(nn.Module):
         self.dir = args.get("dir")
         if self.dir is not None and "args" not in self.dir:
             raise ConfigError("loss.args: missing key 'dir.args' (dir_offset, num_bins)")
-        self.loss_dict = {}
+        self.loss_tensors = {}
+
+    @property
+    def loss_dict(self):
+        """The last values of every logged term as Python floats (reading them waits for the device)."""
+        return {k: float(v) for k, v in self.loss_tensors.items()}
 
     def normalizer(self, output_dict, target_dict):
         """Divisor of every summed term: the number of samples B (``pos_equal_one.shape[0]``).
@@ -165,20 +170,23 @@ class PointPillarLoss(nn.Module):
             suffix: key suffix of the predictions and of the logged names.
 
         Returns:
-            scalar total loss; ``self.loss_dict`` gets float values ``total_loss{suffix}`` and each term.
+            scalar total loss. ``self.loss_tensors`` gets detached 0-d tensors ``total_loss{suffix}`` and each
+            term (``self.loss_dict`` gives them as floats): nothing here waits for the device, so a GPU step
+            stays asynchronous until the caller reads a value.
         """
         terms = self.loss_terms(output_dict, target_dict, suffix)
         total = sum(terms.values())
-        self.loss_dict.update({f"total_loss{suffix}": float(total.detach())})
-        self.loss_dict.update({f"{k}{suffix}": float(v.detach()) for k, v in terms.items()})
+        self.loss_tensors[f"total_loss{suffix}"] = total.detach()
+        self.loss_tensors.update({f"{k}{suffix}": v.detach() for k, v in terms.items()})
         return total
 
     def logging(self, epoch, batch_id, batch_len, writer=None, suffix=""):
         """Print one line with the last losses and write tensorboardX scalars (step = epoch*batch_len+batch_id)."""
+        values = self.loss_dict
         parts = [f"[epoch {epoch}][{batch_id + 1}/{batch_len}]{suffix}",
-                 f"Loss: {self.loss_dict.get(f'total_loss{suffix}', 0.0):.4f}"]
+                 f"Loss: {values.get(f'total_loss{suffix}', 0.0):.4f}"]
         for key, name in self.TB_NAMES.items():
-            value = self.loss_dict.get(f"{key}{suffix}")
+            value = values.get(f"{key}{suffix}")
             if value is None:
                 continue
             parts.append(f"{key.replace('_loss', '')}: {value:.4f}")

@@ -167,10 +167,12 @@ class HeterModelBaseline(nn.Module):
         if len(set(shapes.values())) != 1:
             raise ConfigError(f"model.args: agent types give different feature shapes {shapes}; "
                               f"check shrink_header dims and ranges")
+        if len(per_type) == 1 and first.shape[0] == len(modality_list):
+            return first  # one agent type: already in batch order
         out = first.new_zeros((len(modality_list),) + tuple(first.shape[1:]))
         for m, t in per_type.items():
-            idx = torch.tensor([i for i, mm in enumerate(modality_list) if mm == m], device=t.device)
-            out = out.index_copy(0, idx, t)
+            idx = torch.tensor([i for i, mm in enumerate(modality_list) if mm == m])
+            out = out.index_copy(0, idx.to(t.device, non_blocking=True), t)
         return out
 
     def affine_matrix(self, data_dict):

@@ -141,7 +141,7 @@ class HeterModelBaselineWGenComm(HeterModelBaseline):
         x_start = self.gencomm.ego_start(features, record_len)  # (N, C, H, W), ego frame
         if self.generation_start == "ego_frame":
             return x_start
-        sample_idx, local_idx = agent_batch_index(record_len.to(features.device))
+        sample_idx, local_idx = agent_batch_index(record_len.to(features.device), total=features.shape[0])
         theta = self.affine_matrix(data_dict)[sample_idx, local_idx, 0]  # (N, 2, 3): ego map -> agent k grid
         return warp_affine_simple(x_start, theta, features.shape[-2:]).to(features.dtype)
 
@@ -156,9 +156,9 @@ class HeterModelBaselineWGenComm(HeterModelBaseline):
             (N, M, H, W) messages (ego rows untouched; one mask per cell, shared by the M channels).
         """
         n, _, h, w = messages.shape
-        keep = (torch.rand(n, 1, h, w, device=messages.device) >= self.missing_ratio).to(messages.dtype)
-        keep[is_ego] = 1.0
-        return messages * keep
+        keep = torch.rand(n, 1, h, w, device=messages.device) >= self.missing_ratio
+        keep = keep | is_ego.view(n, 1, 1, 1)  # (a where, not a boolean-index write: no device sync)
+        return messages * keep.to(messages.dtype)
 
     def forward(self, data_dict):
         """Args:
@@ -179,19 +179,23 @@ class HeterModelBaselineWGenComm(HeterModelBaseline):
             messages = self.drop_messages(messages, is_ego)
 
         x_start = self.generation_start_features(features, data_dict)  # (N, C, H, W)
-        gen_idx = torch.arange(features.shape[0], device=features.device)
-        if not self.generate_ego:
-            gen_idx = gen_idx[~is_ego]
-        fused_input = features
-        pred = features.new_zeros((0,) + tuple(features.shape[1:]))
-        if gen_idx.numel() > 0:
-            pred = self.gencomm(messages[gen_idx], x_start[gen_idx])  # (G, C, H, W)
-            enhanced = self.enhancer(pred)  # (G, C, H, W); under autocast its dtype may differ from F
-            fused_input = features.index_copy(0, gen_idx, enhanced.to(features.dtype))  # (N, C, H, W)
+        if self.generate_ego:  # every agent generated: no index (and no device-to-host sync) needed
+            pred = self.gencomm(messages, x_start)  # (N, C, H, W)
+            fused_input = self.enhancer(pred).to(features.dtype)  # under autocast its dtype may differ from F
+            gt_feature = features
+        else:
+            gen_idx = torch.arange(features.shape[0], device=features.device)[~is_ego]
+            fused_input = features
+            pred = features.new_zeros((0,) + tuple(features.shape[1:]))
+            if gen_idx.numel() > 0:
+                pred = self.gencomm(messages[gen_idx], x_start[gen_idx])  # (G, C, H, W)
+                enhanced = self.enhancer(pred)  # (G, C, H, W)
+                fused_input = features.index_copy(0, gen_idx, enhanced.to(features.dtype))  # (N, C, H, W)
+            gt_feature = features[gen_idx]
 
         out = self.fuse_and_detect(fused_input, data_dict)
         out.update(aux)
-        out.update({"message": messages, "pred_feature": pred, "gt_feature": features[gen_idx]})
+        out.update({"message": messages, "pred_feature": pred, "gt_feature": gt_feature})
         return out
 
 

@@ -68,12 +68,45 @@ def _step_fn(model, criterion, optimizer, hypes, amp, device):
     return step
 
 
+def sync_sites(step, batch):
+    """Host-device synchronisations of one CUDA step: count and the code line that caused each.
+
+    Uses ``torch.cuda.set_sync_debug_mode('warn')``; each site is the innermost frame inside opencood.
+    """
+    import traceback
+    import warnings
+    sites = []
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if "synchroniz" not in str(message):
+            return
+        frames = [f for f in traceback.extract_stack()[:-1] if "opencood" in f.filename and
+                  not f.filename.endswith("benchmark.py")]
+        f = frames[-1] if frames else None
+        sites.append(f"{os.path.relpath(f.filename)}:{f.lineno} {f.line}" if f else "(outside opencood)")
+
+    old_show = warnings.showwarning
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = show
+            step(batch)
+            torch.cuda.synchronize()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+        warnings.showwarning = old_show
+    return sites
+
+
 def bench_train(hypes, dataset, device, amp, n_steps, workers, batch_size, profile_path=None,
-                channels_last=False):
+                channels_last=False, compile_mode=None):
     from opencood.tools import train_utils
     model = train_utils.create_model(hypes).to(device).train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if compile_mode:
+        train_utils.compile_model(model, compile_mode)
     criterion = train_utils.create_loss(hypes)
     optimizer = train_utils.setup_optimizer(hypes, model)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
@@ -86,9 +119,11 @@ def bench_train(hypes, dataset, device, amp, n_steps, workers, batch_size, profi
             batch = dataset.device_preprocess(train_utils.to_device(b, device))
             break
     step = _step_fn(model, criterion, optimizer, hypes, amp, device)
+    t_warm = time.perf_counter()
     for _ in range(3):
         step(batch)
     _sync(device)
+    warmup_s = time.perf_counter() - t_warm  # includes compilation with --compile
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
@@ -108,6 +143,11 @@ def bench_train(hypes, dataset, device, amp, n_steps, workers, batch_size, profi
         with open(profile_path, "a") as f:
             f.write(f"## train step ({'amp' if amp else 'fp32'}) {hypes.get('name')}\n")
             f.write(prof.key_averages().table(sort_by=key, row_limit=25) + "\n")
+            if device.type == "cuda":
+                sites = sync_sites(step, batch)
+                f.write(f"host-device syncs in one step: {len(sites)}\n")
+                for site in sorted(set(sites), key=sites.index):
+                    f.write(f"  {sites.count(site)} x {site}\n")
     # end to end through the loader
     t0, k = time.perf_counter(), 0
     for b in loader:
@@ -120,7 +160,7 @@ def bench_train(hypes, dataset, device, amp, n_steps, workers, batch_size, profi
     _sync(device)
     iter_s = (time.perf_counter() - t0) / max(k, 1)
     tag = "amp" if amp else "fp32"
-    return {f"train_step_s_{tag}": step_s, f"train_iter_s_{tag}": iter_s,
+    return {f"warmup_3_steps_s_{tag}": warmup_s, f"train_step_s_{tag}": step_s, f"train_iter_s_{tag}": iter_s,
             f"device_busy_{tag}": min(1.0, step_s / iter_s), f"peak_mem_mb_{tag}": _peak_mb(device)}
 
 
@@ -173,6 +213,8 @@ def main(argv=None):
                    help="set preprocess args.on_device for every voxeliser (workers only read points)")
     p.add_argument("--channels_last", action="store_true",
                    help="convert the model to channels_last (NHWC) memory format before timing training")
+    p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                   help="torch.compile the dense parts of the model before timing training (see train.py)")
     p.add_argument("--json", default=None, help="append results as one JSON line to this file")
     p.add_argument("--profile", default=None, help="append a torch.profiler table of one training step here")
     opt = p.parse_args(argv)
@@ -195,11 +237,12 @@ def main(argv=None):
             _guard(res, "data", bench_data, train_set, opt.workers, bs, max(5, opt.steps))
         if "train" in parts:
             res["channels_last"] = opt.channels_last
+            res["compile"] = opt.compile
             _guard(res, "train_fp32", bench_train, hypes, train_set, device, False, opt.steps, opt.workers, bs,
-                   opt.profile, opt.channels_last)
+                   opt.profile, opt.channels_last, opt.compile)
             if opt.amp:
                 _guard(res, "train_amp", bench_train, hypes, train_set, device, True, opt.steps, opt.workers, bs,
-                       opt.profile, opt.channels_last)
+                       opt.profile, opt.channels_last, opt.compile)
         if "infer" in parts:
             _guard(res, "infer", bench_infer, hypes, device, opt.steps)
     if "eval" in parts:

@@ -24,17 +24,19 @@ def warp_affine_simple(src, M, dsize, mode="bilinear", padding_mode="zeros", ali
     return F.grid_sample(src, grid, mode=mode, padding_mode=padding_mode, align_corners=align_corners)
 
 
-def agent_batch_index(record_len):
+def agent_batch_index(record_len, total=None):
     """Sample index and index within the sample of every agent.
 
     Args:
         record_len: (B,) long, agents per sample (ego first in each sample).
+        total: N = record_len.sum() when the caller knows it (saves a device-to-host sync on GPU).
 
     Returns:
         sample_idx (N,) long, local_idx (N,) long.
     """
     record_len = record_len.long()
-    sample_idx = torch.repeat_interleave(torch.arange(record_len.numel(), device=record_len.device), record_len)
+    sample_idx = torch.repeat_interleave(torch.arange(record_len.numel(), device=record_len.device), record_len,
+                                         output_size=total)
     starts = torch.cumsum(record_len, 0) - record_len  # (B,)
     local_idx = torch.arange(sample_idx.numel(), device=record_len.device) - starts[sample_idx]
     return sample_idx, local_idx
@@ -49,13 +51,16 @@ def warp_to_ego_padded(x, record_len, affine_matrix):
         affine_matrix: (B, L, L, 2, 3) normalised pairwise affines (``[b, i, j]`` from T_{j<-i}).
 
     Returns:
-        warped (B, L', C, H, W) with L' = max(record_len) (absent agents zero) and mask (B, L') bool.
+        warped (B, L', C, H, W) with L' = max(record_len) on CPU, L on CUDA (absent agents zero), and
+        mask (B, L') bool.
     """
-    _, c, h, w = x.shape
-    sample_idx, local_idx = agent_batch_index(record_len)
+    n, c, h, w = x.shape
+    sample_idx, local_idx = agent_batch_index(record_len, total=n)
     m = affine_matrix[sample_idx, 0, local_idx]  # (N, 2, 3): T_{j<-ego} per agent j
     warped = warp_affine_simple(x, m, (h, w))  # (N, C, H, W) in the ego frame
-    n_max = int(record_len.max().item())
+    # On a GPU, pad to the matrix's L (max_cav) instead of reading max(record_len) back to the host (a sync);
+    # the extra rows are masked, so the fused result is the same.
+    n_max = int(record_len.max()) if not record_len.is_cuda else affine_matrix.shape[1]
     b = record_len.numel()
     padded = warped.new_zeros(b, n_max, c, h, w)  # warped dtype: grid_sample runs in fp32 under autocast
     padded[sample_idx, local_idx] = warped

@@ -126,10 +126,14 @@ class GenCommGenerator(nn.Module):
         """
         record_len = record_len.to(features.device).long()
         first = torch.cumsum(record_len, 0) - record_len  # (B,) index of each ego
-        return torch.repeat_interleave(features[first], record_len, dim=0)
+        return torch.repeat_interleave(features[first], record_len, dim=0,
+                                       output_size=features.shape[0])  # output_size: no device-to-host sync
 
-    def _noise(self, like, generator):
-        return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+    @staticmethod
+    def _noise(like, generator):
+        if generator is None:
+            return torch.randn_like(like)  # same values as randn(shape); traceable by torch.compile
+        return _seeded_noise(like, generator)
 
     def forward(self, message, x_start, generator=None):
         """Generate features.
@@ -157,3 +161,9 @@ class GenCommGenerator(nn.Module):
                    + self.posterior_std[t] * self._noise(x_t, generator))
         steps = torch.zeros((n,), device=x_start.device, dtype=torch.long)
         return self.model(torch.cat([message, x_t], dim=1), steps)  # (N, C, H, W)
+
+
+@torch.compiler.disable
+def _seeded_noise(like, generator):
+    """Noise from an explicit ``torch.Generator`` (eval_seed); run eagerly under torch.compile."""
+    return torch.randn(like.shape, generator=generator, device=like.device, dtype=like.dtype)
