@@ -127,8 +127,7 @@ class HeterModelBaselineWGenComm(HeterModelBaseline):
         """(N,) bool, True at each sample's first agent (the ego)."""
         record_len = record_len.to(device).long()
         mask = torch.zeros(n, dtype=torch.bool, device=device)
-        mask[torch.cumsum(record_len, 0) - record_len] = True
-        return mask
+        return mask.index_fill_(0, torch.cumsum(record_len, 0) - record_len, True)
 
     def generation_start_features(self, features, data_dict):
         """Start point of every agent's generation chain: its sample's ego feature (N, C, H, W).

@@ -100,13 +100,13 @@ def sync_sites(step, batch):
 
 
 def bench_train(hypes, dataset, device, amp, n_steps, workers, batch_size, profile_path=None,
-                channels_last=False, compile_mode=None):
+                channels_last=False, compile_mode=None, compile_only=None):
     from opencood.tools import train_utils
     model = train_utils.create_model(hypes).to(device).train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if compile_mode:
-        train_utils.compile_model(model, compile_mode)
+        train_utils.compile_model(model, compile_mode, only=compile_only)
     criterion = train_utils.create_loss(hypes)
     optimizer = train_utils.setup_optimizer(hypes, model)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
@@ -215,6 +215,7 @@ def main(argv=None):
                    help="convert the model to channels_last (NHWC) memory format before timing training")
     p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
                    help="torch.compile the dense parts of the model before timing training (see train.py)")
+    p.add_argument("--compile_modules", default=None, help="with --compile: comma-separated children to compile")
     p.add_argument("--json", default=None, help="append results as one JSON line to this file")
     p.add_argument("--profile", default=None, help="append a torch.profiler table of one training step here")
     opt = p.parse_args(argv)
@@ -238,11 +239,13 @@ def main(argv=None):
         if "train" in parts:
             res["channels_last"] = opt.channels_last
             res["compile"] = opt.compile
+            only = opt.compile_modules.split(",") if opt.compile_modules else None
+            res["compile_modules"] = opt.compile_modules
             _guard(res, "train_fp32", bench_train, hypes, train_set, device, False, opt.steps, opt.workers, bs,
-                   opt.profile, opt.channels_last, opt.compile)
+                   opt.profile, opt.channels_last, opt.compile, only)
             if opt.amp:
                 _guard(res, "train_amp", bench_train, hypes, train_set, device, True, opt.steps, opt.workers, bs,
-                       opt.profile, opt.channels_last, opt.compile)
+                       opt.profile, opt.channels_last, opt.compile, only)
         if "infer" in parts:
             _guard(res, "infer", bench_infer, hypes, device, opt.steps)
     if "eval" in parts:
@@ -266,7 +269,10 @@ def set_on_device(hypes):
 def _guard(res, name, fn, *args):
     """Run one measurement; a failure is recorded in the results (and printed) instead of losing the rest."""
     try:
-        res.update(fn(*args))
+        part = fn(*args)
+        res.update(part)
+        print(f"part {name}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                        for k, v in part.items()), flush=True)  # kept if a later part hangs
     except Exception as e:  # a benchmark reports what broke and goes on with the other parts
         res[f"{name}_error"] = " ".join(f"{type(e).__name__}: {e}".split())[:300]
         print(f"benchmark part '{name}' failed: {res[f'{name}_error']}", file=sys.stderr)

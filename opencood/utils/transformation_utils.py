@@ -164,7 +164,8 @@ def normalize_pairwise_tfm(pairwise_t_matrix, H, W, discrete_ratio, downsample_r
     Returns:
         (B, L, L, 2, 3) affine matrices, same dtype/device as the input.
     """
-    theta = pairwise_t_matrix[..., :2, :][..., [0, 1, 3]]  # (B, L, L, 2, 3), a copy
+    rows = pairwise_t_matrix[..., :2, :]  # (B, L, L, 2, 4)
+    theta = torch.cat([rows[..., :2], rows[..., 3:]], dim=-1)  # (B, L, L, 2, 3), a copy (slices: no sync)
     cell = discrete_ratio * downsample_rate
     theta[..., 0, 1] = theta[..., 0, 1] * H / W
     theta[..., 1, 0] = theta[..., 1, 0] * W / H

@@ -97,3 +97,10 @@ def test_loss_log_writes_every_step_with_few_host_copies():
     log.add(11, {"total_loss": torch.tensor(4.0), "gen_loss": torch.tensor(1.0)})
     log.flush()
     assert ("Total_loss", 3.0, 10) in writer.rows and ("Gen_loss", 1.0, 11) in writer.rows
+
+
+def test_compile_only_named_children():
+    model = build()
+    assert train_utils.compile_model(model, backend="eager", only=["gencomm"]) == ["gencomm"]
+    with pytest.raises(ConfigError, match="no module 'unet'"):
+        train_utils.compile_model(build(), only=["unet"])

@@ -64,6 +64,5 @@ def warp_to_ego_padded(x, record_len, affine_matrix):
     b = record_len.numel()
     padded = warped.new_zeros(b, n_max, c, h, w)  # warped dtype: grid_sample runs in fp32 under autocast
     padded[sample_idx, local_idx] = warped
-    mask = torch.zeros(b, n_max, dtype=torch.bool, device=x.device)
-    mask[sample_idx, local_idx] = True
+    mask = torch.arange(n_max, device=x.device).view(1, -1) < record_len.view(-1, 1)  # (B, L')
     return padded, mask

@@ -94,7 +94,7 @@ class PillarVFE(nn.Module):
         xyz = features[:, :, :3]
         n = num_points.type_as(features).clamp(min=1).view(-1, 1, 1)
         f_cluster = xyz - (xyz * mask).sum(dim=1, keepdim=True) / n  # (M, P, 3)
-        centre = coords[:, [3, 2, 1]].type_as(features) * self.voxel_size + self.centre_offset  # (M, 3) x,y,z
+        centre = coords[:, 1:].flip(1).type_as(features) * self.voxel_size + self.centre_offset  # (M, 3) x,y,z
         f_center = xyz - centre.unsqueeze(1)  # (M, P, 3)
         raw = features if self.use_absolute_xyz else features[:, :, 3:]
         parts = [raw, f_cluster, f_center]
