@@ -16,3 +16,16 @@ def modality_inputs(data_dict, modality_name, required_keys):
     if missing:
         raise DataError(f"batch['{key}']: missing key '{missing[0]}'")
     return inputs
+
+
+def count_modality_agents(data_dict, modality_name):
+    """Number of agents of ``modality_name`` in the batch (all agents when no ``agent_modality_list``).
+
+    Read from the host-side ``agent_modality_list`` when present (no device sync), else ``record_len.sum()``.
+    Returns None when neither is present.
+    """
+    modality_list = data_dict.get("agent_modality_list")
+    if modality_list is not None:
+        return sum(1 for m in modality_list if m == modality_name)
+    record_len = data_dict.get("record_len")
+    return int(record_len.sum().item()) if record_len is not None else None

@@ -1,22 +1,10 @@
 """Heterogeneous-model LiDAR encoder ``point_pillar``: PillarVFE + scatter -> raw BEV map (before backbone)."""
 import torch.nn as nn
 
-from opencood.models.sub_modules.encoder_inputs import modality_inputs
+from opencood.models.sub_modules.encoder_inputs import count_modality_agents, modality_inputs
 from opencood.models.sub_modules.pillar_vfe import PillarVFE
 from opencood.models.sub_modules.point_pillar_scatter import PointPillarScatter
 from opencood.utils.registry import ENCODERS
-
-
-def count_modality_agents(data_dict, modality_name):
-    """Number of agents of ``modality_name`` in the batch (all agents when no ``agent_modality_list``).
-
-    Returns None when neither ``agent_modality_list`` nor ``record_len`` is present.
-    """
-    modality_list = data_dict.get("agent_modality_list")
-    if modality_list is not None:
-        return sum(1 for m in modality_list if m == modality_name)
-    record_len = data_dict.get("record_len")
-    return int(record_len.sum().item()) if record_len is not None else None
 
 
 @ENCODERS.register("point_pillar")

@@ -8,9 +8,10 @@
 import warnings
 
 import numpy as np
+import torch
 import torch.nn as nn
 
-from opencood.models.sub_modules.encoder_inputs import modality_inputs
+from opencood.models.sub_modules.encoder_inputs import count_modality_agents, modality_inputs
 from opencood.models.sub_modules.sparse_backbone_3d import VoxelBackBone8x
 from opencood.utils.errors import ConfigError, DataError
 from opencood.utils.registry import ENCODERS
@@ -107,9 +108,15 @@ class SECOND(nn.Module):
         coords = inputs["voxel_coords"]
         batch_size = inputs.get("batch_size")
         if batch_size is None:
+            batch_size = count_modality_agents(data_dict, modality_name)
+        if batch_size is None:
             if coords.shape[0] == 0:
                 raise DataError(f"batch['{key}']: no voxels and no 'batch_size'")
             batch_size = int(coords[:, 0].max()) + 1
         features = self.vfe(inputs["voxel_features"], inputs["voxel_num_points"])  # (V, 4)
-        volume = self.spconv_block(features, coords, int(batch_size))  # (N, C, Z', Y/8, X/8)
+        if features.is_cuda:
+            volume = self.spconv_block(features, coords, int(batch_size))  # (N, C, Z', Y/8, X/8)
+        else:  # spconv's CPU kernels have no bf16: under CPU autocast the sparse part runs in fp32
+            with torch.autocast("cpu", enabled=False):
+                volume = self.spconv_block(features.float(), coords, int(batch_size))
         return self.map_to_bev(volume)  # (N, C*Z', Y/8, X/8)
