@@ -17,7 +17,7 @@ def _loss_and_grads(model, batch, seed=0):
     torch.manual_seed(seed)
     loss = crit(model(batch), batch["label_dict"])
     loss.backward()
-    return float(loss), {n: p.grad.clone() for n, p in model.named_parameters()}
+    return float(loss.detach()), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
 def test_compiled_model_same_names_outputs_and_gradients():
@@ -55,13 +55,19 @@ def test_train_cli_with_compile(make_tiny_config, tmp_path, monkeypatch):
 
 @pytest.mark.gpu
 def test_inductor_compile_matches_eager_cuda():
-    eager = build().cuda()
+    # inductor draws its own random numbers in training mode; eval mode with eval_seed takes the generation
+    # noise from an explicit generator outside the compiled graph, so both models see the same noise
+    eager = build().cuda().eval()
+    eager.gencomm.eval_seed = 0
     compiled = copy.deepcopy(eager)
     train_utils.compile_model(compiled)
     batch = train_utils.to_device(make_batch(), torch.device("cuda"))
-    loss_e, _ = _loss_and_grads(eager, batch)
-    loss_c, _ = _loss_and_grads(compiled, batch)
-    assert loss_c == pytest.approx(loss_e, rel=2e-3)
+    loss_e, grad_e = _loss_and_grads(eager, batch)
+    loss_c, grad_c = _loss_and_grads(compiled, batch)
+    assert loss_c == pytest.approx(loss_e, rel=1e-2)  # TF32 convolutions on both sides
+    for name in ("cls_head.weight", "backbone_m1.blocks.0.1.weight"):
+        cos = torch.nn.functional.cosine_similarity(grad_c[name].flatten(), grad_e[name].flatten(), dim=0)
+        assert cos > 0.999, name
 
 
 class _Writer:
