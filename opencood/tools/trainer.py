@@ -42,6 +42,8 @@ def build_parser(ddp=False):
     p.add_argument("--amp", action="store_true", help="mixed precision (bf16 where supported, else fp16+GradScaler)")
     p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
                    help="torch.compile the dense parts of the model (mode: default, reduce-overhead, ...)")
+    p.add_argument("--compile_modules", default=None, metavar="A,B",
+                   help="with --compile: only these top-level modules (e.g. gencomm = the diffusion UNet)")
     p.add_argument("--log_root", default="opencood/logs", help="where new run folders are created")
     if ddp:
         p.add_argument("--dist_url", default="env://", help="kept for HEAL compatibility; env:// is used")
@@ -199,7 +201,8 @@ def _run(opt, dd):
 
     model.to(device)
     if getattr(opt, "compile", None):
-        compiled = train_utils.compile_model(model, opt.compile)
+        only = opt.compile_modules.split(",") if getattr(opt, "compile_modules", None) else None
+        compiled = train_utils.compile_model(model, opt.compile, only=only)
         if dd.main:
             print(f"torch.compile ({opt.compile}): {', '.join(compiled)}")
     optimizer = train_utils.setup_optimizer(hypes, model)

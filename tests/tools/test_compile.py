@@ -48,7 +48,8 @@ def test_train_cli_with_compile(make_tiny_config, tmp_path, monkeypatch):
                         functools.partial(train_utils.compile_model, backend="eager"))
     cfg = make_tiny_config("opencood/hypes_yaml/demo/gencomm/stage1/m1_att.yaml", epoches=1, batch_size=2)
     run_dir = trainer.run(trainer.build_parser().parse_args(
-        ["-y", cfg, "--log_root", str(tmp_path), "--num_workers", "0", "--skip_test", "--compile"]))
+        ["-y", cfg, "--log_root", str(tmp_path), "--num_workers", "0", "--skip_test", "--compile",
+         "--compile_modules", "gencomm,enhancer"]))
     sd = torch.load(f"{run_dir}/net_epoch1.pth", map_location="cpu", weights_only=True)
     assert not any("_orig_mod" in k for k in sd)
 
