@@ -169,7 +169,7 @@ def _run(opt, dd):
     sampler = DistributedSampler(train_set, num_replicas=dd.world, rank=dd.rank, shuffle=True,
                                  seed=opt.seed, drop_last=True) if dd.enabled else None
     loader_kw = dict(num_workers=workers, pin_memory=device.type == "cuda",
-                     persistent_workers=False, prefetch_factor=2 if workers > 0 else None,
+                     persistent_workers=workers > 0, prefetch_factor=2 if workers > 0 else None,
                      worker_init_fn=train_utils.dataloader_worker_init)
     train_loader = DataLoader(train_set, batch_size=bs, shuffle=sampler is None, sampler=sampler,
                               collate_fn=train_set.collate_batch_train, drop_last=True, **loader_kw)

@@ -150,3 +150,28 @@ def test_camera_agents_get_visible_single_labels(root):
     batch = ds.collate_batch_train([ds[0]])["ego"]
     assert tuple(batch["inputs_m2"]["imgs"].shape[:2]) == (1, 4)
     assert np.all(s["label_dict_single"][1]["object_bbx_mask_single"][:2] == 1)  # all-visible map keeps boxes
+
+
+def _draws(batch):
+    """Collate that keeps only what the epoch's random draws decide: agent order and agent types."""
+    return [(s["ego"]["sample_idx"], tuple(s["ego"]["cav_id_list"]), tuple(s["ego"]["agent_modality_list"]))
+            for s in batch]
+
+
+def test_persistent_workers_follow_reseed_and_reinitialize(root):
+    from torch.utils.data import DataLoader
+
+    def three_epochs(workers):
+        ds = build_dataset(heter_hypes(root), train=True)
+        loader = DataLoader(ds, batch_size=2, shuffle=False, num_workers=workers, collate_fn=_draws,
+                            persistent_workers=workers > 0)
+        out = []
+        for epoch in range(3):
+            ds.reseed(100 + epoch)  # what the trainer does before every epoch
+            ds.reinitialize()
+            out.append(sorted(x for b in loader for x in b))
+        return out
+
+    ref = three_epochs(0)
+    assert ref[0] != ref[1] or ref[1] != ref[2]  # the draws do change from epoch to epoch
+    assert three_epochs(2) == ref  # workers kept alive across epochs draw the same

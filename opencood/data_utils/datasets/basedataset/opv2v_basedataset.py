@@ -14,9 +14,12 @@ optional ``seed`` (default 0) of the dataset's random generator and the optional
 Randomness: CAV order (train) is shuffled with the dataset's own ``np.random.Generator`` at construction
 and in every ``reinitialize()``; per-sample draws (points shuffle, noise, agent types, augmentation) use
 ``sample_rng(idx)``, seeded by (seed, epoch, idx), so DataLoader workers never share a stream and a run is
-reproducible.
+reproducible. (seed, epoch) also live in a small shared-memory array: persistent DataLoader workers, which keep
+their own copy of the dataset across epochs, replay the main process's ``reseed()`` / ``reinitialize()`` calls
+before their next sample, so they draw exactly what a fresh worker (or ``num_workers=0``) would.
 """
 import json
+import multiprocessing
 import os
 from collections import OrderedDict
 
@@ -183,6 +186,7 @@ class OPV2VBaseDataset(Dataset):
         self.seed = int(params.get("seed", 0))
         self.rng = np.random.default_rng(self.seed)
         self.epoch = 0
+        self._shared_epoch = multiprocessing.RawArray("q", [self.seed, self.epoch])  # (seed, epoch) for workers
         self.max_cav = int((params.get("train_params") or {}).get("max_cav", 5))
         self.input_source = list(params.get("input_source") or ["lidar"])
         self.add_data_extension = list(params.get("add_data_extension") or [])
@@ -232,8 +236,10 @@ class OPV2VBaseDataset(Dataset):
 
     def reinitialize(self):
         """Start a new epoch: reshuffle the CAV order (train) and change per-sample random draws."""
+        self._follow_main_process()
         self.epoch += 1
         self._order_cavs()
+        self._shared_epoch[1] = self.epoch
 
     def reseed(self, seed):
         """Restart the CAV-order generator and the per-sample streams from ``seed``.
@@ -244,9 +250,22 @@ class OPV2VBaseDataset(Dataset):
         self.seed = int(seed)
         self.rng = np.random.default_rng(self.seed)
         self.epoch = 0
+        self._shared_epoch[0], self._shared_epoch[1] = self.seed, 0
+
+    def _follow_main_process(self):
+        """In a persistent DataLoader worker: catch up with the main process's (seed, epoch) by replaying
+        ``reseed(seed)`` and ``epoch`` x ``reinitialize()`` (the CAV order depends on the whole sequence)."""
+        seed, epoch = int(self._shared_epoch[0]), int(self._shared_epoch[1])
+        if (seed, epoch) == (self.seed, self.epoch):
+            return
+        self.seed, self.rng, self.epoch = seed, np.random.default_rng(seed), 0
+        for _ in range(epoch):
+            self.epoch += 1
+            self._order_cavs()
 
     def sample_rng(self, idx):
         """Generator for the random draws of sample ``idx`` in the current epoch."""
+        self._follow_main_process()
         return np.random.default_rng([self.seed, self.epoch, int(idx)])
 
     def __len__(self):
@@ -255,6 +274,7 @@ class OPV2VBaseDataset(Dataset):
     # ------------------------------------------------------------------ loading
     def locate(self, idx):
         """Global index -> (scenario dict, timestamp string)."""
+        self._follow_main_process()
         if not 0 <= idx < len(self):
             raise IndexError(f"sample index {idx} out of range [0, {len(self)})")
         s = int(np.searchsorted(self.len_record, idx, side="right"))
