@@ -15,7 +15,7 @@ import time
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from opencood.data_utils.datasets import build_dataset
@@ -166,12 +166,17 @@ def _run(opt, dd):
     val_set = build_dataset(hypes, visualize=False, train=False)
     workers = opt.num_workers if opt.num_workers is not None else min(4, os.cpu_count() or 1)
     bs = int(require(hypes, "train_params.batch_size"))
+    # The shuffle order of epoch e depends only on (seed, e): DistributedSampler via set_epoch, else a sampler
+    # with its own generator reseeded every epoch (drawing from the global RNG would tie the order to whatever
+    # else used it, e.g. persistent workers draw their base seed only once, so a resumed run would differ).
+    shuffle_gen = torch.Generator()
     sampler = DistributedSampler(train_set, num_replicas=dd.world, rank=dd.rank, shuffle=True,
-                                 seed=opt.seed, drop_last=True) if dd.enabled else None
+                                 seed=opt.seed, drop_last=True) if dd.enabled else \
+        RandomSampler(train_set, generator=shuffle_gen)
     loader_kw = dict(num_workers=workers, pin_memory=device.type == "cuda",
                      persistent_workers=workers > 0, prefetch_factor=2 if workers > 0 else None,
                      worker_init_fn=train_utils.dataloader_worker_init)
-    train_loader = DataLoader(train_set, batch_size=bs, shuffle=sampler is None, sampler=sampler,
+    train_loader = DataLoader(train_set, batch_size=bs, sampler=sampler,
                               collate_fn=train_set.collate_batch_train, drop_last=True, **loader_kw)
     val_loader = DataLoader(val_set, batch_size=bs, shuffle=False, collate_fn=train_set.collate_batch_train,
                             drop_last=False, **loader_kw)
@@ -235,8 +240,10 @@ def _run(opt, dd):
         if hasattr(train_set, "reseed"):
             train_set.reseed(opt.seed * 100003 + epoch)
         train_set.reinitialize()
-        if sampler is not None:
+        if dd.enabled:
             sampler.set_epoch(epoch)
+        else:
+            shuffle_gen.manual_seed(opt.seed * 100003 + epoch)
         net.train()
         if hasattr(model, "model_train_init"):
             model.model_train_init()

@@ -17,8 +17,8 @@ PP = "opencood/hypes_yaml/demo/m1_pointpillar_attfuse.yaml"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _train(args):
-    return trainer.run(trainer.build_parser().parse_args(args + ["--num_workers", "0", "--skip_test"]))
+def _train(args, workers=0):
+    return trainer.run(trainer.build_parser().parse_args(args + ["--num_workers", str(workers), "--skip_test"]))
 
 
 def _set_epochs(run_dir, n):
@@ -26,6 +26,14 @@ def _set_epochs(run_dir, n):
     h = yaml.safe_load(open(p))
     h["train_params"]["epoches"] = n
     yaml.safe_dump(h, open(p, "w"))
+
+
+def _assert_same_weights(run_a, run_b, epoch=2):
+    a = read_state_dict(os.path.join(run_a, f"net_epoch{epoch}.pth"))
+    b = read_state_dict(os.path.join(run_b, f"net_epoch{epoch}.pth"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
 
 
 @pytest.mark.slow
@@ -37,12 +45,10 @@ def test_resume_continues_exactly(make_tiny_config, tmp_path):
     for f in glob.glob(os.path.join(part, "*epoch2*")) + glob.glob(os.path.join(part, "*bestval*2.pth")):
         os.remove(f)
     assert os.path.isfile(os.path.join(part, "net_epoch1.pth"))
-    _train(["-y", "None", "--model_dir", part])
-    a = read_state_dict(os.path.join(full, "net_epoch2.pth"))
-    b = read_state_dict(os.path.join(part, "net_epoch2.pth"))
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    _train(["-y", "None", "--model_dir", part], workers=2)  # fresh workers vs. the persistent ones of `full`
+    _assert_same_weights(full, part)
+    # with persistent DataLoader workers the uninterrupted run is the same again
+    _assert_same_weights(full, _train(["-y", cfg, "--log_root", str(tmp_path / "c")], workers=2))
     assert len(glob.glob(os.path.join(full, "net_epoch_bestval_at*.pth"))) == 1
     assert glob.glob(os.path.join(full, "events.out.tfevents*"))
 
