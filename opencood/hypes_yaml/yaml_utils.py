@@ -16,6 +16,7 @@ import re
 import numpy as np
 import yaml
 
+from opencood.utils.atomic_io import atomic_open
 from opencood.utils.errors import ConfigError
 
 # PyYAML reads "1e-10" as a string; accept every float spelling people write in configs.
@@ -79,10 +80,8 @@ def save_yaml(data, path):
     """Write a config atomically (temp file + rename), without internal keys."""
     clean = {k: v for k, v in data.items() if not str(k).startswith("_")}
     clean = _to_builtin(clean)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
+    with atomic_open(path, "w") as f:
         yaml.safe_dump(clean, f, sort_keys=False, default_flow_style=None)
-    os.replace(tmp, path)
 
 
 def _to_builtin(x):

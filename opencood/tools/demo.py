@@ -65,7 +65,6 @@ def read_eval(model_dir, pattern):
 
 
 def trainable_params(model_dir):
-    import torch  # noqa: F401  (imported lazily: the demo's first steps do not need it)
     from opencood.hypes_yaml.yaml_utils import load_yaml
     from opencood.tools.train_utils import create_model
     model = create_model(load_yaml(os.path.join(model_dir, "config.yaml")))

@@ -82,7 +82,7 @@ def heter_setting(m, g):
 
 def model_m(m, g):
     if m == "m1":
-        enc = f"""      encoder_args:
+        enc = """      encoder_args:
         voxel_size: *voxel_size_m1
         lidar_range: *cav_lidar
         pillar_vfe:
@@ -94,7 +94,7 @@ def model_m(m, g):
           num_features: 64"""
         bb, inp = g["m1_backbone"], g["m1_in"]
     elif m == "m3":
-        enc = f"""      encoder_args:
+        enc = """      encoder_args:
         voxel_size: *voxel_size_m3
         lidar_range: *cav_lidar
         mean_vfe:
@@ -298,7 +298,6 @@ def write_set(outdir, g, small=False):
     S1 = "heter_model_baseline_w_gencomm_stage1"
     S2 = "heter_model_baseline_w_gencomm_stage2"
     files = {}
-    p = g.get("sched", {})
     for m in ("m1", "m2", "m3", "m4"):
         cam = m in ("m2", "m4")
         if small:

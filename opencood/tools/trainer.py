@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from opencood.data_utils.datasets import build_dataset
-from opencood.hypes_yaml.yaml_utils import SOURCE_KEY, load_yaml, require
+from opencood.hypes_yaml.yaml_utils import load_yaml, require
 from opencood.tools import train_utils
 from opencood.utils import checkpoint as ckpt
 from opencood.utils.errors import CheckpointError, exit_on_error
@@ -152,7 +152,6 @@ def run(opt, ddp=False):
 
 def _run(opt, dd):
     hypes = load_yaml(None if opt.model_dir else opt.hypes_yaml, opt)
-    src = hypes.get(SOURCE_KEY, opt.hypes_yaml)
     tp = require(hypes, "train_params", dict)
     epochs = int(require(hypes, "train_params.epoches"))
     save_freq = int(tp.get("save_freq", 1)) or 1

@@ -12,6 +12,7 @@ import re
 
 import torch
 
+from opencood.utils.atomic_io import atomic_open
 from opencood.utils.errors import CheckpointError
 
 _EPOCH_RE = re.compile(r"net_epoch(\d+)\.pth$")
@@ -20,12 +21,8 @@ _BEST_RE = re.compile(r"net_epoch_bestval_at(\d+)\.pth$")
 
 def atomic_torch_save(obj, path):
     """Save with torch.save to a temp file in the same folder, fsync, then rename over ``path``."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
+    with atomic_open(path, "wb", fsync=True) as f:
         torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _scan(model_dir, pattern, regex):

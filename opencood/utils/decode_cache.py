@@ -14,9 +14,10 @@ entry behind; an unreadable entry is ignored and rewritten. The cache never chan
 import hashlib
 import os
 import pickle
-import tempfile
 
 import numpy as np
+
+from opencood.utils.atomic_io import atomic_open
 
 
 class DecodeCache:
@@ -62,19 +63,12 @@ class DecodeCache:
 
     @staticmethod
     def _write(entry, value, kind):
-        folder = os.path.dirname(entry)
         try:
-            os.makedirs(folder, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix="." + kind)
-        except OSError:
-            return  # read-only or full cache disk: training goes on without caching
-        try:
-            with os.fdopen(fd, "wb") as f:
+            os.makedirs(os.path.dirname(entry), exist_ok=True)
+            with atomic_open(entry, "wb") as f:
                 if kind == "npy":
                     np.save(f, value, allow_pickle=False)
                 else:
                     pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, entry)
         except OSError:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+            return  # read-only or full cache disk: training goes on without caching

@@ -9,12 +9,11 @@ The reader handles ``DATA ascii``, ``binary`` and ``binary_compressed`` (LZF, th
 two little-endian uint32 sizes, then one LZF stream holding every field column after column). The
 LZF codec is a pair of numba-jitted byte loops (no external PCD dependency).
 """
-import os
-import uuid
 
 import numba
 import numpy as np
 
+from opencood.utils.atomic_io import atomic_open
 from opencood.utils.errors import DataError
 
 _HEADER_KEYS = ("VERSION", "FIELDS", "SIZE", "TYPE", "COUNT", "WIDTH", "HEIGHT", "VIEWPOINT", "POINTS", "DATA")
@@ -497,17 +496,9 @@ def write_pcd(path, points, encoding="ascii"):
             raw = b"".join(np.ascontiguousarray(rec[f]).tobytes() for f in ("x", "y", "z", "rgb"))
             comp = lzf_compress(raw)
             body = np.array([len(comp), len(raw)], "<u4").tobytes() + comp
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"  # same folder: os.replace stays atomic
-    try:
-        with open(tmp, "xb") as fh:  # honours the umask, unlike tempfile.mkstemp (0600)
-            fh.write(header)
-            fh.write(body)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as fh:
+        fh.write(header)
+        fh.write(body)
 
 
 # --------------------------------------------------------------------------------------------- point ops

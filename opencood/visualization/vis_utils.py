@@ -15,6 +15,8 @@ import os
 import cv2
 import numpy as np
 
+from opencood.utils.atomic_io import atomic_open
+
 GT_COLOR = (0, 255, 0)
 PRED_COLOR = (255, 0, 0)
 POINT_COLOR = (150, 150, 150)
@@ -115,10 +117,8 @@ def _write_png_atomic(path, rgb):
         raise OSError(f"vis_utils: could not encode PNG for {path}")
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
+    with atomic_open(path, "wb") as f:
         f.write(buf.tobytes())
-    os.replace(tmp, path)
 
 
 def draw_bev(points, gt_corners, pred_corners, path, pc_range, agent_positions=None, title=None,
