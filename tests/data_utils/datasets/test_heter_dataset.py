@@ -2,6 +2,7 @@
 import copy
 import json
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -161,10 +162,10 @@ def _draws(batch):
 def test_persistent_workers_follow_reseed_and_reinitialize(root):
     from torch.utils.data import DataLoader
 
-    def three_epochs(workers):
+    def three_epochs(workers, context=None):
         ds = build_dataset(heter_hypes(root), train=True)
         loader = DataLoader(ds, batch_size=2, shuffle=False, num_workers=workers, collate_fn=_draws,
-                            persistent_workers=workers > 0)
+                            persistent_workers=workers > 0, multiprocessing_context=context)
         out = []
         for epoch in range(3):
             ds.reseed(100 + epoch)  # what the trainer does before every epoch
@@ -175,3 +176,14 @@ def test_persistent_workers_follow_reseed_and_reinitialize(root):
     ref = three_epochs(0)
     assert ref[0] != ref[1] or ref[1] != ref[2]  # the draws do change from epoch to epoch
     assert three_epochs(2) == ref  # workers kept alive across epochs draw the same
+    assert three_epochs(1, "spawn") == ref  # spawned workers share the epoch state too
+
+
+def test_dataset_copies_keep_their_draws(root):
+    ds = build_dataset(heter_hypes(root), train=True)
+    ds.reseed(7)
+    ds.reinitialize()
+    for other in (copy.deepcopy(ds), pickle.loads(pickle.dumps(ds))):
+        assert [_draws([other[i]]) for i in range(len(ds))] == [_draws([ds[i]]) for i in range(len(ds))]
+        other.reinitialize()  # a copy's epoch state is its own
+        assert ds.base.epoch == 1 and other.base.epoch == 2

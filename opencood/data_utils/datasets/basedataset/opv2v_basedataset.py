@@ -252,6 +252,24 @@ class OPV2VBaseDataset(Dataset):
         self.epoch = 0
         self._shared_epoch[0], self._shared_epoch[1] = self.seed, 0
 
+    def __getstate__(self):
+        """Pickle support: a worker being spawned keeps the shared (seed, epoch) memory; any other copy
+        (``copy.deepcopy``, ``pickle.dumps``) gets its own array with the current values."""
+        state = self.__dict__.copy()
+        shared = state.pop("_shared_epoch")
+        try:
+            multiprocessing.context.assert_spawning(shared)
+            state["_shared_epoch"] = shared
+        except RuntimeError:  # not spawning a process
+            state["_shared_epoch_values"] = [int(shared[0]), int(shared[1])]
+        return state
+
+    def __setstate__(self, state):
+        values = state.pop("_shared_epoch_values", None)
+        self.__dict__.update(state)
+        if values is not None:
+            self._shared_epoch = multiprocessing.RawArray("q", values)
+
     def _follow_main_process(self):
         """In a persistent DataLoader worker: catch up with the main process's (seed, epoch) by replaying
         ``reseed(seed)`` and ``epoch`` x ``reinitialize()`` (the CAV order depends on the whole sequence)."""
