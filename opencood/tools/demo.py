@@ -64,11 +64,50 @@ def read_eval(model_dir, pattern):
     return out
 
 
+def gain_share(value, ego_only, homogeneous):
+    """How much of the homogeneous collaboration's gain over ego-only a run recovers, e.g. '57 %'."""
+    gain = homogeneous - ego_only
+    return f"{100 * (value - ego_only) / gain:.0f} %" if gain > 0 else "n/a"
+
+
 def trainable_params(model_dir):
     from opencood.hypes_yaml.yaml_utils import load_yaml
     from opencood.tools.train_utils import create_model
     model = create_model(load_yaml(os.path.join(model_dir, "config.yaml")))
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def print_summary(s1, s2, final):
+    """The AP table of every run (both AP variants, trainable parameters, share of the homogeneous gain) and
+    the message size, from the eval files the demo's runs wrote."""
+    rows = [("stage1 m1 ego only, GT of all agents (no)", read_eval(s1["m1"], "no_*"), ""),
+            ("stage1 m1 ego only, ego's own GT (single)", read_eval(s1["m1"], "single*"), ""),
+            ("stage1 m1 homogeneous collab (intermediate)", read_eval(s1["m1"], "intermediate*"), "")]
+    for m in ("m2", "m3", "m4"):
+        rows.append((f"stage2 m1+{m} (DME only)", read_eval(s2[m], "intermediate*"), f"{trainable_params(s2[m]):,}"))
+    for n in (1, 2, 3, 4):
+        rows.append((f"dynamic use_cav {n} ({'+'.join(['m1', 'm2', 'm3', 'm4'][:n])})",
+                     read_eval(final, f"*_use_cav{n}"), ""))
+    ego, homo = rows[0][1]["gs"], rows[2][1]["gs"]
+    print("\n| run | AP30 | AP50 | AP70 | AP30 (no gs) | AP50 (no gs) | AP70 (no gs) | trainable params "
+          "| share of the homogeneous AP30 / AP50 gain |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, r, params in rows:
+        g, n = r["gs"], r["ngs"]
+        share = " / ".join(gain_share(g[k], ego[k], homo[k]) for k in ("ap30", "ap_50")) if params else ""
+        print(f"| {name} | {g['ap30']:.3f} | {g['ap_50']:.3f} | {g['ap_70']:.3f} | "
+              f"{n['ap30']:.3f} | {n['ap_50']:.3f} | {n['ap_70']:.3f} | {params} | {share} |")
+    from opencood.hypes_yaml.yaml_utils import load_yaml
+    h = load_yaml(os.path.join(final, "config.yaml"))
+    a = h["postprocess"]["anchor_args"]
+    hh, ww = a["H"] // a["feature_stride"], a["W"] // a["feature_stride"]
+    c = h["model"]["args"]["message_extractor"]["out_ch"]
+    feat_c = h["model"]["args"]["message_extractor"]["in_ch"]
+    msg, feat = c * hh * ww * 4, feat_c * hh * ww * 4
+    import math
+    print(f"\nmessage per agent: {c}x{hh}x{ww} float32 = {msg:,} bytes (log2 {math.log2(msg):.1f}); "
+          f"a full {feat_c}-channel feature would be {feat:,} bytes (log2 {math.log2(feat):.1f}), "
+          f"{feat // msg}x more. (At OPV2V-H geometry: 2x64x128 -> 65,536 bytes, log2 16.0.)")
 
 
 def main(argv=None):
@@ -118,32 +157,7 @@ def main(argv=None):
     sh(["opencood/tools/heal_tools.py", "merge_and_save", s2["m2"], s2["m3"], s2["m4"], final], log)
     sh(["opencood/tools/inference_heter_in_order.py", "--model_dir", final, "--use_cav", "[1,2,3,4]"], log)
 
-    # ---- the table --------------------------------------------------------------------------------
-    rows = [("stage1 m1 ego only, GT of all agents (no)", read_eval(s1["m1"], "no_*"), ""),
-            ("stage1 m1 ego only, ego's own GT (single)", read_eval(s1["m1"], "single*"), ""),
-            ("stage1 m1 homogeneous collab (intermediate)", read_eval(s1["m1"], "intermediate*"), "")]
-    for m in ("m2", "m3", "m4"):
-        rows.append((f"stage2 m1+{m} (DME only)", read_eval(s2[m], "intermediate*"), f"{trainable_params(s2[m]):,}"))
-    for n in (1, 2, 3, 4):
-        rows.append((f"dynamic use_cav {n} ({'+'.join(['m1', 'm2', 'm3', 'm4'][:n])})",
-                     read_eval(final, f"*_use_cav{n}"), ""))
-    print("\n| run | AP30 | AP50 | AP70 | AP30 (no gs) | AP50 (no gs) | AP70 (no gs) | trainable params |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, r, params in rows:
-        g, n = r["gs"], r["ngs"]
-        print(f"| {name} | {g['ap30']:.3f} | {g['ap_50']:.3f} | {g['ap_70']:.3f} | "
-              f"{n['ap30']:.3f} | {n['ap_50']:.3f} | {n['ap_70']:.3f} | {params} |")
-    from opencood.hypes_yaml.yaml_utils import load_yaml
-    h = load_yaml(os.path.join(final, "config.yaml"))
-    a = h["postprocess"]["anchor_args"]
-    hh, ww = a["H"] // a["feature_stride"], a["W"] // a["feature_stride"]
-    c = h["model"]["args"]["message_extractor"]["out_ch"]
-    feat_c = h["model"]["args"]["message_extractor"]["in_ch"]
-    msg, feat = c * hh * ww * 4, feat_c * hh * ww * 4
-    import math
-    print(f"\nmessage per agent: {c}x{hh}x{ww} float32 = {msg:,} bytes (log2 {math.log2(msg):.1f}); "
-          f"a full {feat_c}-channel feature would be {feat:,} bytes (log2 {math.log2(feat):.1f}), "
-          f"{feat // msg}x more. (At OPV2V-H geometry: 2x64x128 -> 65,536 bytes, log2 16.0.)")
+    print_summary(s1, s2, final)
     pics = sorted(glob.glob(os.path.join(s1["m1"], "vis_*", "*.png")))
     if pics:
         print(f"BEV picture: {os.path.relpath(pics[0], REPO)}")
