@@ -125,9 +125,8 @@ class HeterModelBaselineWGenComm(HeterModelBaseline):
     @staticmethod
     def ego_mask(record_len, n, device):
         """(N,) bool, True at each sample's first agent (the ego)."""
-        record_len = record_len.to(device).long()
-        mask = torch.zeros(n, dtype=torch.bool, device=device)
-        return mask.index_fill_(0, torch.cumsum(record_len, 0) - record_len, True)
+        _, local_idx = agent_batch_index(record_len.to(device), total=n)
+        return local_idx == 0
 
     def generation_start_features(self, features, data_dict):
         """Start point of every agent's generation chain: its sample's ego feature (N, C, H, W).

@@ -100,13 +100,12 @@ def sync_sites(step, batch):
 
 
 def bench_train(hypes, dataset, device, amp, n_steps, workers, batch_size, profile_path=None,
-                channels_last=False, compile_mode=None, compile_only=None):
+                channels_last=False, compile_opt=None):
     from opencood.tools import train_utils
     model = train_utils.create_model(hypes).to(device).train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if compile_mode:
-        train_utils.compile_model(model, compile_mode, only=compile_only)
+    train_utils.compile_from_args(model, compile_opt)
     criterion = train_utils.create_loss(hypes)
     optimizer = train_utils.setup_optimizer(hypes, model)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
@@ -213,9 +212,8 @@ def main(argv=None):
                    help="set preprocess args.on_device for every voxeliser (workers only read points)")
     p.add_argument("--channels_last", action="store_true",
                    help="convert the model to channels_last (NHWC) memory format before timing training")
-    p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
-                   help="torch.compile the dense parts of the model before timing training (see train.py)")
-    p.add_argument("--compile_modules", default=None, help="with --compile: comma-separated children to compile")
+    from opencood.tools.train_utils import add_compile_args
+    add_compile_args(p)
     p.add_argument("--json", default=None, help="append results as one JSON line to this file")
     p.add_argument("--profile", default=None, help="append a torch.profiler table of one training step here")
     opt = p.parse_args(argv)
@@ -239,13 +237,12 @@ def main(argv=None):
         if "train" in parts:
             res["channels_last"] = opt.channels_last
             res["compile"] = opt.compile
-            only = opt.compile_modules.split(",") if opt.compile_modules else None
             res["compile_modules"] = opt.compile_modules
             _guard(res, "train_fp32", bench_train, hypes, train_set, device, False, opt.steps, opt.workers, bs,
-                   opt.profile, opt.channels_last, opt.compile, only)
+                   opt.profile, opt.channels_last, opt)
             if opt.amp:
                 _guard(res, "train_amp", bench_train, hypes, train_set, device, True, opt.steps, opt.workers, bs,
-                       opt.profile, opt.channels_last, opt.compile, only)
+                       opt.profile, opt.channels_last, opt)
         if "infer" in parts:
             _guard(res, "infer", bench_infer, hypes, device, opt.steps)
     if "eval" in parts:

@@ -91,6 +91,22 @@ def setup_optimizer(hypes, model):
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
+def add_compile_args(parser):
+    """``--compile [MODE]`` and ``--compile_modules A,B`` (train.py, train_ddp.py, benchmark.py)."""
+    parser.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                        help="torch.compile the dense parts of the model (mode: default, reduce-overhead, ...)")
+    parser.add_argument("--compile_modules", default=None, metavar="A,B",
+                        help="with --compile: only these top-level modules (e.g. gencomm = the diffusion UNet)")
+
+
+def compile_from_args(model, opt):
+    """Apply ``opt.compile`` / ``opt.compile_modules`` to ``model``; returns the compiled names ([] if off)."""
+    if not getattr(opt, "compile", None):
+        return []
+    modules = getattr(opt, "compile_modules", None)
+    return compile_model(model, opt.compile, only=modules.split(",") if modules else None)
+
+
 def compile_model(model, mode="default", backend="inductor", only=None):
     """``torch.compile`` the dense, fixed-shape parts of a model, in place.
 

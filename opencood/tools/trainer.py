@@ -40,10 +40,7 @@ def build_parser(ddp=False):
     p.add_argument("--num_workers", type=int, default=None, help="DataLoader workers (default: min(4, cpus))")
     p.add_argument("--skip_test", action="store_true", help="do not run inference on the test split at the end")
     p.add_argument("--amp", action="store_true", help="mixed precision (bf16 where supported, else fp16+GradScaler)")
-    p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
-                   help="torch.compile the dense parts of the model (mode: default, reduce-overhead, ...)")
-    p.add_argument("--compile_modules", default=None, metavar="A,B",
-                   help="with --compile: only these top-level modules (e.g. gencomm = the diffusion UNet)")
+    train_utils.add_compile_args(p)
     p.add_argument("--log_root", default="opencood/logs", help="where new run folders are created")
     if ddp:
         p.add_argument("--dist_url", default="env://", help="kept for HEAL compatibility; env:// is used")
@@ -204,11 +201,9 @@ def _run(opt, dd):
         saved_path = dd.broadcast_object(saved_path)
 
     model.to(device)
-    if getattr(opt, "compile", None):
-        only = opt.compile_modules.split(",") if getattr(opt, "compile_modules", None) else None
-        compiled = train_utils.compile_model(model, opt.compile, only=only)
-        if dd.main:
-            print(f"torch.compile ({opt.compile}): {', '.join(compiled)}")
+    compiled = train_utils.compile_from_args(model, opt)
+    if compiled and dd.main:
+        print(f"torch.compile ({opt.compile}): {', '.join(compiled)}")
     optimizer = train_utils.setup_optimizer(hypes, model)
     scheduler = train_utils.setup_lr_schedular(hypes, optimizer, init_epoch if state is None else 0)
     use_scaler = amp and device.type == "cuda" and _amp_dtype(device) == torch.float16

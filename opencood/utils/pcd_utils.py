@@ -9,7 +9,6 @@ The reader handles ``DATA ascii``, ``binary`` and ``binary_compressed`` (LZF, th
 two little-endian uint32 sizes, then one LZF stream holding every field column after column). The
 LZF codec is a pair of numba-jitted byte loops (no external PCD dependency).
 """
-
 import numba
 import numpy as np
 
