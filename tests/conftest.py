@@ -33,8 +33,8 @@ def tiny_world(tmp_path_factory):
 
 def tiny_config(tiny_world, yaml_rel, tmp_path, **train_params):
     """Load a shipped YAML, point it at the tiny world, override train_params, save it; returns the path."""
-    from opencood.hypes_yaml.yaml_utils import read_yaml_file, save_yaml
-    h = read_yaml_file(os.path.join(REPO, yaml_rel))
+    from opencood.hypes_yaml.yaml_utils import read_config, save_yaml
+    h = read_config(os.path.join(REPO, yaml_rel))  # with its _base_ chain
     for key in ("root_dir", "validate_dir", "test_dir"):
         h[key] = h[key].replace("dataset", tiny_world, 1)
     if h.get("data_cache_dir"):  # one cache per test: entries of the shared tiny world never leak between tests

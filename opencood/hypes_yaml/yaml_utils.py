@@ -9,7 +9,7 @@ anchor-grid ``W/H/D`` and voxel sizes ``vw/vh/vd``, ``lidar_range`` from ``cav_l
 Units: ranges ``[xmin, ymin, zmin, xmax, ymax, zmax]`` in metres, in the ego LiDAR frame.
 """
 import copy
-import math
+import logging
 import os
 import re
 
@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 
 from opencood.utils.atomic_io import atomic_open
+from opencood.utils.bev_grid import BEVGrid, grid_size  # noqa: F401  (grid_size: HEAL-era import path)
 from opencood.utils.errors import ConfigError
 
 # PyYAML reads "1e-10" as a string; accept every float spelling people write in configs.
@@ -35,6 +36,7 @@ class _Loader(yaml.SafeLoader):
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_RE, list("-+0123456789."))
 
 SOURCE_KEY = "_source"  # path the config was read from; never written back to disk
+logger = logging.getLogger("opencood")
 
 
 def read_yaml_file(path):
@@ -42,8 +44,12 @@ def read_yaml_file(path):
     if not os.path.isfile(path):
         raise ConfigError(f"{path}: config file not found")
     try:
-        with open(path, "r") as f:
+        with open(path, "r", encoding="utf-8") as f:
             data = yaml.load(f, Loader=_Loader)
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.start})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: YAML nested too deeply") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -54,25 +60,125 @@ def read_yaml_file(path):
     return data
 
 
-def load_yaml(file, opt=None):
-    """Load a config the HEAL way.
+BASE_KEY = "_base_"  # a path or a list of paths of configs this one inherits from (relative to it)
+DELETE_KEY = "_delete_"  # ``_delete_: true`` in a mapping: replace the inherited mapping instead of merging
+IGNORED_KEY = "_ignored_keys"  # allow-listed legacy keys met at load (for the run's info line)
+
+
+def merge_configs(base, override):
+    """Deep-merge two config dicts: mappings merge key by key, any other value of ``override`` wins.
+
+    A mapping of ``override`` holding ``_delete_: true`` replaces the inherited mapping as a whole.
+    Neither input is modified.
+    """
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict):
+            value = copy.deepcopy(value)
+            replace = bool(value.pop(DELETE_KEY, False))
+            if not replace and isinstance(out.get(key), dict):
+                out[key] = merge_configs(out[key], value)
+                continue
+        out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_config(path, _stack=()):
+    """Read a YAML and everything it inherits through ``_base_`` (later bases win, the file itself last).
+
+    Raises:
+        ConfigError: missing/malformed file, a ``_base_`` that is not a path or list of paths, an
+        inheritance cycle (each names the file).
+    """
+    real = os.path.realpath(path)
+    if real in _stack:
+        raise ConfigError(f"{path}: _base_ inheritance cycle through this file")
+    data = read_yaml_file(path)
+    bases = data.pop(BASE_KEY, None)
+    if bases is None:
+        return data
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: key '{BASE_KEY}' must be a path or a list of paths, got {bases!r}")
+    merged = {}
+    for base in bases:
+        base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
+        merged = merge_configs(merged, read_config(base_path, _stack + (real,)))
+    return merge_configs(merged, data)
+
+
+def parse_override(text, source="--set"):
+    """``"a.b.c=value"`` -> (["a", "b", "c"], value parsed as YAML: numbers, lists, true/false, null)."""
+    if "=" not in text:
+        raise ConfigError(f"{source}: expected KEY.PATH=VALUE, got {text!r}")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".")]
+    if not all(parts):
+        raise ConfigError(f"{source}: bad key path {key!r} in {text!r}")
+    try:
+        value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""
+    except yaml.YAMLError:
+        raise ConfigError(f"{source}: value of '{key}' is not valid YAML: {raw!r}") from None
+    return parts, value
+
+
+def apply_overrides(param, assignments, source="--set"):
+    """Apply ``--set`` assignments in order (missing mappings on the path are created).
+
+    Raises:
+        ConfigError: malformed assignment, or a path through a value that is not a mapping.
+    """
+    for text in assignments or ():
+        parts, value = parse_override(text, source)
+        node = param
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{source} {text}: '{'.'.join(parts[:i + 1])}' is not a mapping")
+            node = child
+        node[parts[-1]] = value
+    return param
+
+
+def add_config_args(parser):
+    """``--set KEY.PATH=VALUE`` (repeatable) on a tool's argument parser; read by :func:`load_yaml`."""
+    parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="set",
+                        help="override a config value (YAML-typed, repeatable), e.g. --set train_params.epoches=2")
+    return parser
+
+
+def load_yaml(file, opt=None, overrides=None):
+    """Load a config the HEAL way, then inherit, override, validate and derive.
+
+    Steps: the file (``<opt.model_dir>/config.yaml`` wins when ``opt.model_dir`` is set) with its
+    ``_base_`` chain; the ``--set`` assignments (``opt.set``, then ``overrides``); validation of every key
+    against the components' declarations (unknown key -> ConfigError with a suggestion; allow-listed legacy
+    keys -> one info line); the file's ``yaml_parser`` derivations (grid, anchors, ranges).
 
     Args:
         file: path of the YAML (ignored when ``opt.model_dir`` is given).
-        opt: argparse namespace or None; ``opt.model_dir`` selects ``model_dir/config.yaml``.
+        opt: argparse namespace or None (``model_dir``, ``set``).
+        overrides: extra ``"key.path=value"`` strings applied after ``opt.set``.
 
     Returns:
-        dict of parameters, with derived values filled in by the file's ``yaml_parser``.
+        dict of parameters with derived values filled in.
     """
     if opt is not None and getattr(opt, "model_dir", None):
         file = os.path.join(opt.model_dir, "config.yaml")
     if file is None or str(file) == "None":
         raise ConfigError("no config: pass -y FILE or --model_dir DIR containing config.yaml")
-    param = read_yaml_file(file)
+    param = read_config(str(file))
+    apply_overrides(param, list(getattr(opt, "set", None) or []) + list(overrides or []))
     param[SOURCE_KEY] = str(file)
     parser_name = param.get("yaml_parser", "load_general_params")
     if parser_name not in YAML_PARSERS:
         raise ConfigError(f"{file}: unknown yaml_parser '{parser_name}'; known: {', '.join(sorted(YAML_PARSERS))}")
+    from opencood.hypes_yaml.schema import validate_config
+    ignored = validate_config(param, str(file))
+    param[IGNORED_KEY] = ignored
+    if ignored:
+        logger.info("config %s: keys without effect here (ignored): %s", file, ", ".join(ignored))
     return YAML_PARSERS[parser_name](param)
 
 
@@ -117,49 +223,77 @@ def _range6(param, value, key):
     return [float(v) for v in value]
 
 
-def grid_size(lidar_range, voxel_size):
-    """Voxel grid (nx, ny, nz) = round((max - min) / voxel), as spconv's voxeliser computes it."""
-    r = np.asarray(lidar_range, dtype=np.float64)
-    v = np.asarray(voxel_size, dtype=np.float64)
-    return np.round((r[3:6] - r[0:3]) / v).astype(np.int64)
-
-
 def _fill_encoder_grids(args, lidar_range, voxel_size):
-    """Give every PointPillars/SECOND encoder section the grid it scatters onto."""
-    g = grid_size(lidar_range, voxel_size).tolist()
-    if "point_pillar_scatter" in args:
+    """Give a PointPillars/SECOND encoder section the grid it scatters onto (derived keys)."""
+    g = list(grid_size(lidar_range, voxel_size).tolist())
+    if isinstance(args.get("point_pillar_scatter"), dict):
         args["point_pillar_scatter"]["grid_size"] = g
-    for key in ("voxel_size",):
-        args.setdefault(key, list(voxel_size))
+    args.setdefault("voxel_size", list(voxel_size))
     args.setdefault("lidar_range", list(lidar_range))
     args["grid_size"] = g
 
 
-def load_general_params(param):
-    """Derive grid/anchor values for single-modality and heterogeneous (``heter:``) configs."""
-    src = param.get(SOURCE_KEY, "config")
+def _resolve_ranges(param, src):
+    """``preprocess.cav_lidar_range`` and top-level ``cav_lidar_range``: each fills the other."""
     pre = require(param, "preprocess", dict)
     if "cav_lidar_range" in pre:
         cav_range = _range6(param, pre["cav_lidar_range"], "preprocess.cav_lidar_range")
     else:
         cav_range = _range6(param, require(param, "cav_lidar_range"), "cav_lidar_range")
         pre["cav_lidar_range"] = cav_range
+    if cav_range[0] >= cav_range[3] or cav_range[1] >= cav_range[4] or cav_range[2] >= cav_range[5]:
+        raise ConfigError(f"{src}: key 'preprocess.cav_lidar_range' must have min < max on x, y and z, "
+                          f"got {cav_range}")
     param.setdefault("cav_lidar_range", cav_range)
     voxel = require(param, "preprocess.args.voxel_size")
-    if not (isinstance(voxel, (list, tuple)) and len(voxel) == 3 and all(v > 0 for v in voxel)):
+    if not (isinstance(voxel, (list, tuple)) and len(voxel) == 3
+            and all(isinstance(v, (int, float)) and v > 0 for v in voxel)):
         raise ConfigError(f"{src}: key 'preprocess.args.voxel_size' must be 3 positive numbers, got {voxel!r}")
+    return cav_range, voxel
 
+
+def _resolve_anchors(param, grid):
+    """Derived ``postprocess.anchor_args`` (W, H, D, vw, vh, vd, cav_lidar_range) and ``gt_range``."""
+    post = param["postprocess"]
+    anchor = require(param, "postprocess.anchor_args", dict)
+    anchor.update(grid.anchor_args())
+    anchor.setdefault("feature_stride", 2)
+    anchor.setdefault("num", len(anchor.get("r", [0, 90])))
+    post.setdefault("gt_range", list(grid.lidar_range))
+
+
+def _resolve_heter(param, src, cav_range, model_args):
+    """Per LiDAR agent type: its voxeliser's range and its encoder's grid (from its own voxel size)."""
+    settings = require(param, "heter.modality_setting", dict)
+    for m, setting in settings.items():
+        if not isinstance(setting, dict):
+            raise ConfigError(f"{src}: key 'heter.modality_setting.{m}' must be a mapping")
+        if setting.get("sensor_type", "lidar") != "lidar":
+            continue
+        mpre = setting.get("preprocess")
+        if not isinstance(mpre, dict) or not isinstance(mpre.get("args"), dict) or "voxel_size" not in mpre["args"]:
+            raise ConfigError(f"{src}: missing key 'heter.modality_setting.{m}.preprocess.args.voxel_size'")
+        mpre["cav_lidar_range"] = cav_range
+        if isinstance(model_args, dict) and isinstance(model_args.get(m), dict):
+            enc = model_args[m].setdefault("encoder_args", {})
+            _fill_encoder_grids(enc, cav_range, mpre["args"]["voxel_size"])
+
+
+def load_general_params(param):
+    """The resolve pass: derive the grid/anchor values of single-type and heterogeneous (``heter:``) configs.
+
+    One :class:`~opencood.utils.bev_grid.BEVGrid` is computed from ``cav_lidar_range``,
+    ``preprocess.args.voxel_size`` and ``postprocess.anchor_args.feature_stride``; every derived key
+    (anchor ``W/H/D/vw/vh/vd``, ``gt_range``, encoder ``grid_size``, ``model.args.lidar_range`` and
+    ``anchor_number``) is written from it, so each value has one source.
+    """
+    src = param.get(SOURCE_KEY, "config")
+    cav_range, voxel = _resolve_ranges(param, src)
     post = param.get("postprocess")
+    stride = (post.get("anchor_args") or {}).get("feature_stride", 2) if isinstance(post, dict) else 2
+    grid = BEVGrid(cav_range, voxel, stride)
     if post is not None:
-        anchor = require(param, "postprocess.anchor_args", dict)
-        anchor["cav_lidar_range"] = cav_range
-        anchor["vw"], anchor["vh"], anchor["vd"] = [float(v) for v in voxel]
-        anchor["W"] = math.ceil((cav_range[3] - cav_range[0]) / anchor["vw"])
-        anchor["H"] = math.ceil((cav_range[4] - cav_range[1]) / anchor["vh"])
-        anchor["D"] = math.ceil((cav_range[5] - cav_range[2]) / anchor["vd"])
-        anchor.setdefault("feature_stride", 2)
-        anchor.setdefault("num", len(anchor.get("r", [0, 90])))
-        post.setdefault("gt_range", cav_range)
+        _resolve_anchors(param, grid)
 
     model_args = param.get("model", {}).get("args") if isinstance(param.get("model"), dict) else None
     if isinstance(model_args, dict):
@@ -169,20 +303,8 @@ def load_general_params(param):
         if post is not None:
             model_args.setdefault("anchor_number", post["anchor_args"]["num"])
 
-    heter = param.get("heter")
-    if isinstance(heter, dict):
-        settings = require(param, "heter.modality_setting", dict)
-        for m, setting in settings.items():
-            if not isinstance(setting, dict):
-                raise ConfigError(f"{src}: key 'heter.modality_setting.{m}' must be a mapping")
-            if setting.get("sensor_type", "lidar") == "lidar":
-                mpre = setting.get("preprocess")
-                if not isinstance(mpre, dict) or "args" not in mpre or "voxel_size" not in mpre["args"]:
-                    raise ConfigError(f"{src}: missing key 'heter.modality_setting.{m}.preprocess.args.voxel_size'")
-                mpre["cav_lidar_range"] = cav_range
-                if isinstance(model_args, dict) and isinstance(model_args.get(m), dict):
-                    enc = model_args[m].setdefault("encoder_args", {})
-                    _fill_encoder_grids(enc, cav_range, mpre["args"]["voxel_size"])
+    if isinstance(param.get("heter"), dict):
+        _resolve_heter(param, src, cav_range, model_args)
     return param
 
 
