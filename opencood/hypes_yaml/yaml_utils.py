@@ -60,6 +60,7 @@ def read_yaml_file(path):
     return data
 
 
+HYPES_ROOT = os.path.dirname(os.path.abspath(__file__))  # opencood/hypes_yaml: the shipped configs
 BASE_KEY = "_base_"  # a path or a list of paths of configs this one inherits from (relative to it)
 DELETE_KEY = "_delete_"  # ``_delete_: true`` in a mapping: replace the inherited mapping instead of merging
 IGNORED_KEY = "_ignored_keys"  # allow-listed legacy keys met at load (for the run's info line)
@@ -103,9 +104,20 @@ def read_config(path, _stack=()):
         raise ConfigError(f"{path}: key '{BASE_KEY}' must be a path or a list of paths, got {bases!r}")
     merged = {}
     for base in bases:
-        base_path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
-        merged = merge_configs(merged, read_config(base_path, _stack + (real,)))
+        merged = merge_configs(merged, read_config(_base_path(base, path), _stack + (real,)))
     return merge_configs(merged, data)
+
+
+def _base_path(base, path):
+    """Where a ``_base_`` entry of ``path`` lives: absolute, else next to ``path``, else under
+    ``opencood/hypes_yaml/`` (so a shipped YAML copied into a run folder, HEAL style, still finds its bases)."""
+    if os.path.isabs(base):
+        return base
+    beside = os.path.join(os.path.dirname(path), base)
+    if os.path.exists(beside):
+        return beside
+    shipped = os.path.join(HYPES_ROOT, base)
+    return shipped if os.path.exists(shipped) else beside
 
 
 def parse_override(text, source="--set"):

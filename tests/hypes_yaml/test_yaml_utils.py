@@ -105,6 +105,18 @@ def test_base_inheritance_later_wins_relative_paths_and_delete(tmp_path):
     assert read_config(replaced)["d"] == {"r": 5}
 
 
+def test_shipped_yaml_copied_into_a_run_folder_still_finds_its_bases(tmp_path):
+    import shutil
+    src = os.path.join(SHIPPED, "demo/gencomm/stage2/m1m3_att.yaml")
+    run = tmp_path / "logs" / "m1m3"
+    run.mkdir(parents=True)
+    shutil.copy(src, run / "config.yaml")  # the README's stage-2 recipe
+    a, b = load_yaml(src), load_yaml("None", argparse.Namespace(model_dir=str(run)))
+    for h in (a, b):
+        h.pop("_source")
+    assert a == b
+
+
 def test_base_errors_name_the_file(tmp_path):
     from opencood.hypes_yaml.yaml_utils import read_config
     a = _write(tmp_path / "a.yaml", "_base_: b.yaml\n")
