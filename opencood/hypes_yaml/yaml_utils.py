@@ -270,7 +270,6 @@ def _resolve_anchors(param, grid):
     anchor = require(param, "postprocess.anchor_args", dict)
     anchor.update(grid.anchor_args())
     anchor.setdefault("feature_stride", 2)
-    anchor.setdefault("num", len(anchor.get("r", [0, 90])))
     post.setdefault("gt_range", list(grid.lidar_range))
 
 
@@ -296,8 +295,9 @@ def load_general_params(param):
 
     One :class:`~opencood.utils.bev_grid.BEVGrid` is computed from ``cav_lidar_range``,
     ``preprocess.args.voxel_size`` and ``postprocess.anchor_args.feature_stride``; every derived key
-    (anchor ``W/H/D/vw/vh/vd``, ``gt_range``, encoder ``grid_size``, ``model.args.lidar_range`` and
-    ``anchor_number``) is written from it, so each value has one source.
+    (anchor ``W/H/D/vw/vh/vd``, ``gt_range``, encoder ``grid_size``, ``model.args.lidar_range``) is written
+    from it, and the anchor head's repeated values (``anchor_args.num`` / ``model.args.anchor_number``,
+    ``loss.args.dir.args`` / ``model.args.dir_args``) are derived from ``postprocess`` or checked against it.
     """
     src = param.get(SOURCE_KEY, "config")
     cav_range, voxel = _resolve_ranges(param, src)
@@ -312,8 +312,9 @@ def load_general_params(param):
         model_args.setdefault("lidar_range", cav_range)
         if "point_pillar_scatter" in model_args:
             _fill_encoder_grids(model_args, cav_range, voxel)
-        if post is not None:
-            model_args.setdefault("anchor_number", post["anchor_args"]["num"])
+    if post is not None:
+        from opencood.models.heads.resolve import resolve_head_config
+        resolve_head_config(param)  # anchors per cell and dir_args: derived from postprocess, copies checked
 
     if isinstance(param.get("heter"), dict):
         _resolve_heter(param, src, cav_range, model_args)

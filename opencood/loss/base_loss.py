@@ -12,7 +12,8 @@ class Criterion(nn.Module):
     :meth:`loss_and_terms` is what the trainer uses: it gets the whole ``batch['ego']`` and returns the
     total and its named terms, all as tensors (no host-device sync).
 
-    Subclasses implement :meth:`loss_terms`; ``TB_NAMES`` maps term names to tensorboard scalar names.
+    Subclasses implement :meth:`loss_terms`; ``TB_NAMES`` maps term names to tensorboard scalar names
+    (subclasses extend it); :meth:`logging` prints and writes them.
     """
 
     TB_NAMES = OrderedDict()
@@ -26,6 +27,10 @@ class Criterion(nn.Module):
         raise NotImplementedError
 
     def forward(self, output_dict, target_dict, suffix=""):
+        """Total loss (scalar tensor); ``self.loss_tensors`` gets detached ``total_loss{suffix}`` and every term.
+
+        Nothing here waits for the device, so a GPU step stays asynchronous until the caller reads a value.
+        """
         terms = self.loss_terms(output_dict, target_dict, suffix)
         total = sum(terms.values())
         self.loss_tensors[f"total_loss{suffix}"] = total.detach()
@@ -50,3 +55,17 @@ class Criterion(nn.Module):
     def loss_dict(self):
         """The last values of every term as Python floats (reading them waits for the device)."""
         return {k: float(v) for k, v in self.loss_tensors.items()}
+
+    def logging(self, epoch, batch_id, batch_len, writer=None, suffix=""):
+        """Print one line with the last losses and write tensorboardX scalars (step = epoch*batch_len+batch_id)."""
+        values = self.loss_dict
+        parts = [f"[epoch {epoch}][{batch_id + 1}/{batch_len}]{suffix}",
+                 f"Loss: {values.get(f'total_loss{suffix}', 0.0):.4f}"]
+        for key, name in self.TB_NAMES.items():
+            value = values.get(f"{key}{suffix}")
+            if value is None:
+                continue
+            parts.append(f"{key.replace('_loss', '')}: {value:.4f}")
+            if writer is not None:
+                writer.add_scalar(f"{name}{suffix}", value, epoch * batch_len + batch_id)
+        print(" || ".join(parts))

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from opencood.loss.point_pillar_loss import PointPillarLoss
+from opencood.utils.config import Key, Schema
 from opencood.utils.errors import DataError
 from opencood.utils.registry import LOSSES
 
@@ -40,14 +41,21 @@ class PointPillarDepthLoss(PointPillarLoss):
         args: ``loss.args`` of PointPillarLoss plus optional ``depth{weight: 1.0, alpha: 0.25, gamma: 2.0}``.
     """
 
+    CONFIG = PointPillarLoss.CONFIG.extend({
+        "depth": Key(dict, {}, "depth supervision of LSS cameras", schema=Schema({
+            "weight": Key(float, 1.0, "factor of depth_loss"),
+            "alpha": Key(float, 0.25, "focal-loss weight"),
+            "gamma": Key(float, 2.0, "focal-loss focusing exponent"),
+        }, name="depth loss")),
+    }, name="detection + depth loss")
     TB_NAMES = OrderedDict(list(PointPillarLoss.TB_NAMES.items()) + [("depth_loss", "Depth_loss")])
 
     def __init__(self, args):
         super().__init__(args)
-        depth = args.get("depth") or {}
-        self.depth_weight = float(depth.get("weight", 1.0))
-        self.depth_alpha = float(depth.get("alpha", 0.25))
-        self.depth_gamma = float(depth.get("gamma", 2.0))
+        depth = self.cfg.depth
+        self.depth_weight = float(depth.weight)
+        self.depth_alpha = float(depth.alpha)
+        self.depth_gamma = float(depth.gamma)
 
     def depth_loss(self, output_dict):
         """Sum over ``depth_items_mX`` of the weighted depth focal loss, or None without depth items."""

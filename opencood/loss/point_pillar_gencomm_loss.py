@@ -14,6 +14,7 @@ from collections import OrderedDict
 import torch.nn.functional as F
 
 from opencood.loss.point_pillar_depth_loss import PointPillarDepthLoss
+from opencood.utils.config import Key
 from opencood.utils.errors import DataError
 from opencood.utils.registry import LOSSES
 
@@ -26,11 +27,14 @@ class PointPillarGenCommLoss(PointPillarDepthLoss):
         args: YAML ``loss.args`` of the parent loss plus ``generate_weight`` (default 1.0).
     """
 
+    CONFIG = PointPillarDepthLoss.CONFIG.extend({
+        "generate_weight": Key(float, 1.0, "factor of gen_loss = MSE(gt_feature, pred_feature)"),
+    }, name="GenComm stage-1 loss")
     TB_NAMES = OrderedDict(list(PointPillarDepthLoss.TB_NAMES.items()) + [("gen_loss", "Gen_loss")])
 
     def __init__(self, args):
         super().__init__(args)
-        self.generate_weight = float(args.get("generate_weight", 1.0))
+        self.generate_weight = float(self.cfg.generate_weight)
 
     def loss_terms(self, output_dict, target_dict, suffix=""):
         """Parent terms plus ``gen_loss`` = generate_weight * MSE(gt_feature, pred_feature).

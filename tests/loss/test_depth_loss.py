@@ -40,7 +40,8 @@ class FakeWriter:
 def test_depth_loss_added_logged_and_decreasing(capsys):
     loss_fn = LOSSES.get("point_pillar_depth_loss")(ARGS)
     output, target = detection_batch()
-    det_only = LOSSES.get("point_pillar_loss")(ARGS)(output, target).item()
+    detection_args = {k: v for k, v in ARGS.items() if k != "depth"}  # undeclared keys are errors
+    det_only = LOSSES.get("point_pillar_loss")(detection_args)(output, target).item()
 
     logits = torch.zeros(2, 8, 3, 4, requires_grad=True)
     gt = torch.randint(0, 8, (2, 3, 4), generator=torch.Generator().manual_seed(1))
