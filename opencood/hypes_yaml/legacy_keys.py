@@ -16,8 +16,34 @@ LEGACY_KEYS = {
     "train_params.single_weight": "weight of HEAL's single-agent supervision; no model here has single heads",
 
     # --- datasets / pre-processing ---------------------------------------------------------------------
+    "data_dir": "read by HEAL's DAIR-V2X / V2X-Sim loaders only; OPV2V-format splits are root_dir / validate_dir",
+    "heter.modality_setting.*.core_method": "HEAL's copy of the encoder name; the encoder is "
+                                            "model.args.mX.core_method",
+    "heter.modality_setting.*.data_aug_conf.Ncams": "the cameras used are data_aug_conf.cams (their count)",
+    "data_aug_conf.Ncams": "the cameras used are data_aug_conf.cams (their count)",
+    "fusion.args.grid_conf": "HEAL camera-only configs; camera settings are read from heter.modality_setting",
+    "fusion.args.data_aug_conf": "HEAL camera-only configs; camera settings are read from heter.modality_setting",
 
     # --- models ----------------------------------------------------------------------------------------
+    "model.args.ego_modality": "only GenComm stage 2 reads it (its frozen ego types); the other models take "
+                               "the ego agent type from heter.ego_modality",
+    "model.args.max_cav": "OpenCOOD model copy of train_params.max_cav; models take L from the batch",
+    "model.args.*encoder_args.data_aug_conf.*": "camera augmentation is read from heter.modality_setting.mX."
+                                                "data_aug_conf; the encoder reads only final_dim",
+    "model.args.*.camera_mask_args.cav_lidar_range": "camera maps are cropped onto model.args.lidar_range",
+    "model.args.*.camera_mask_args.grid_conf.zbound": "only the x/y bounds of a camera grid set the crop",
+    "model.args.*.camera_mask_args.grid_conf.ddiscr": "only the x/y bounds of a camera grid set the crop",
+    "model.args.*.camera_mask_args.grid_conf.mode": "only the x/y bounds of a camera grid set the crop",
+    "model.args.gencomm.model.embed_dim": "never read by the reference's UNet either (it takes in_channels + "
+                                          "the message channels)",
+    "model.args.diffcomm.model.embed_dim": "never read by the reference's UNet either (it takes in_channels + "
+                                           "the message channels)",
 
     # --- post-processing / loss ------------------------------------------------------------------------
+    "*dir_args.anchor_yaw": "direction targets use the anchors' own yaws (postprocess.anchor_args.r)",
+    "loss.args.dir.args.anchor_yaw": "direction targets use the anchors' own yaws (postprocess.anchor_args.r)",
+    "loss.args.cls.type": "the classification term is always the sigmoid focal loss",
+    "loss.args.reg.type": "the regression term is always the weighted smooth-L1 loss",
+    "loss.args.reg.codewise": "smooth-L1 is always summed per box code (codewise)",
+    "loss.args.dir.type": "the direction term is always the softmax cross-entropy over the bins",
 }

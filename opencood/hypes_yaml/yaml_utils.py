@@ -191,7 +191,18 @@ def load_yaml(file, opt=None, overrides=None):
     param[IGNORED_KEY] = ignored
     if ignored:
         logger.info("config %s: keys without effect here (ignored): %s", file, ", ".join(ignored))
-    return YAML_PARSERS[parser_name](param)
+    param = YAML_PARSERS[parser_name](param)
+    check_model_chain(param)
+    return param
+
+
+def check_model_chain(param):
+    """Channel/stride agreement of the model's module chain with the resolved grid, at load (ConfigError)."""
+    from opencood.utils.registry import MODELS
+    model = param.get("model")
+    if isinstance(model, dict) and isinstance(model.get("args"), dict) and "core_method" in model:
+        MODELS.get(model["core_method"], param.get(SOURCE_KEY, "config")).feature_chain(
+            model["args"], param.get(SOURCE_KEY, "config"))
 
 
 def save_yaml(data, path):
@@ -310,6 +321,9 @@ def load_general_params(param):
     model_args = param.get("model", {}).get("args") if isinstance(param.get("model"), dict) else None
     if isinstance(model_args, dict):
         model_args.setdefault("lidar_range", cav_range)
+        if post is not None:  # the model checks its output cell size against the anchor grid
+            model_args["feature_stride"] = grid.feature_stride
+            model_args["anchor_voxel_size"] = list(grid.voxel_size)
         if "point_pillar_scatter" in model_args:
             _fill_encoder_grids(model_args, cav_range, voxel)
     if post is not None:

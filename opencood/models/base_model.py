@@ -35,7 +35,13 @@ class CooperativeModel(nn.Module):
         """Number of parameters with ``requires_grad``."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
-    def training_step(self, batch, criterion):
+    @classmethod
+    def feature_chain(cls, args, source="config"):
+        """Check the channel/stride chain of ``model.args`` without building modules (the loader calls it
+        right after resolving, so a disagreement stops at load). Default: nothing to check (None)."""
+        return None
+
+    def training_step(self, batch, criterion, forward=None):
         """Forward + loss of one collated training batch: ``(total loss, {term: 0-d tensor})``.
 
         Override for methods that need more than ``criterion(model(batch))`` (a frozen teacher for
@@ -44,6 +50,8 @@ class CooperativeModel(nn.Module):
         Args:
             batch: collated batch on the model's device (``batch['ego']`` holds inputs and labels).
             criterion: the loss module (:class:`opencood.loss.base_loss.Criterion`).
+            forward: the callable that runs this model's forward (the DDP wrapper under DDP, so gradients
+                are synchronised); None = ``self``.
         """
-        output = self(batch["ego"])
+        output = (forward or self)(batch["ego"])
         return criterion.loss_and_terms(output, batch["ego"])

@@ -17,11 +17,16 @@ Stage 1 trains everything of one agent type. Stage 2 freezes everything except t
 Parameter names: ``encoder_mX.``, ``backbone_mX.``, ``shrinker_mX.``, ``message_extractor_mX.``,
 ``gencomm.model.`` (UNet), ``enhancer.``, ``fusion_net.``, ``cls_head.``, ``reg_head.``, ``dir_head.``.
 
-Extra ``model.args`` keys (besides the baseline's):
+The only hook it overrides is :meth:`HeterModelBaseline.type_outputs` (the message of each type, on the
+type's own grid); the baseline's encode loop crops and re-stacks it with the features.
+
+Extra ``model.args`` keys (besides the baseline's; see ``CONFIG``):
     gencomm | diffcomm: generator config (see :class:`GenCommGenerator`; either name, same content);
         ``gencomm.eval_seed`` (default None): seed of the eval-mode sampling noise; None = stochastic.
-    message_extractor: {in_ch, out_ch} (default {in_ch: gencomm.model.in_channels, out_ch: 2}).
+    message_extractor: {in_ch, out_ch} (default in_ch: the feature channels, out_ch: 2).
     enhancer: {in_ch} (a missing or non-mapping value means the feature channels, fixing reference YAMLs).
+    ``message_extractor.in_ch``, ``enhancer.in_ch``, ``gencomm.model.in_channels`` / ``out_ch`` are checked
+    against the channels the shrinkers output.
     generate_ego: True (reference) = the ego's own feature is also replaced by its generated, enhanced
         version; False = the real ego feature is fused (paper Algorithm 1) and only collaborators are
         generated.
@@ -37,26 +42,38 @@ import torch
 from opencood.models.fuse_modules.warp import agent_batch_index, warp_affine_simple
 from opencood.models.heter_model_baseline import HeterModelBaseline
 from opencood.models.sub_modules.cond_diffusion import GenCommGenerator
+from opencood.models.sub_modules.diffusion_unet import DiffusionUNet
 from opencood.models.sub_modules.enhancer import Enhancer
 from opencood.models.sub_modules.message_extractor import MessageExtractor
+from opencood.utils.config import REQUIRED, Key
 from opencood.utils.errors import CheckpointError, ConfigError
+from opencood.utils.heter_utils import parse_ego_modality
 from opencood.utils.registry import MODELS
 
-
-def generator_config(args):
-    """The generator section of ``model.args``: ``gencomm`` or its old name ``diffcomm``."""
-    sections = {k: args[k] for k in ("gencomm", "diffcomm") if k in args}
-    if not sections:
-        raise ConfigError("model.args: missing key 'gencomm' (or its alias 'diffcomm')")
-    if len(sections) == 2 and sections["gencomm"] != sections["diffcomm"]:
-        raise ConfigError("model.args: 'gencomm' and 'diffcomm' both given with different content")
-    cfg = next(iter(sections.values()))
-    if not isinstance(cfg, dict):
-        raise ConfigError("model.args.gencomm: must be a mapping")
-    return cfg
-
-
 GENERATION_STARTS = ("ego_frame", "sender_frame")
+GENERATOR_KEYS = ("gencomm", "diffcomm")
+_FEATURE_CHANNELS = "(checked; default: the feature channels the shrinkers output)"
+
+# The generator / DME / enhancer sections inside the model: their channel keys default to the model's
+# feature channels (the stand-alone classes default to 128).
+GENERATOR_CONFIG = GenCommGenerator.CONFIG.extend({
+    "model": Key(dict, REQUIRED, "the denoising UNet", schema=DiffusionUNet.CONFIG.extend({
+        "in_channels": Key(int, None, f"feature channels C {_FEATURE_CHANNELS}"),
+        "out_ch": Key(int, None, f"output channels {_FEATURE_CHANNELS}"),
+    })),
+})
+DME_CONFIG = MessageExtractor.CONFIG.extend({"in_ch": Key(int, None, f"channels of F {_FEATURE_CHANNELS}")})
+ENHANCER_CONFIG = Enhancer.CONFIG.extend({"in_ch": Key(int, None, f"feature channels C {_FEATURE_CHANNELS}")})
+
+
+def generator_config(cfg, source="config"):
+    """``(key, section)`` of the generator: ``gencomm`` or its old name ``diffcomm``."""
+    sections = {k: cfg[k] for k in GENERATOR_KEYS if cfg.get(k) is not None}
+    if not sections:
+        raise ConfigError(f"{source}: model.args: missing key 'gencomm' (or its alias 'diffcomm')")
+    if len(sections) == 2 and sections["gencomm"] != sections["diffcomm"]:
+        raise ConfigError(f"{source}: model.args: 'gencomm' and 'diffcomm' both given with different content")
+    return next(iter(sections.items()))
 
 
 @MODELS.register("heter_model_baseline_w_gencomm_stage1", "heter_model_baseline_w_gencomm")
@@ -64,36 +81,51 @@ class HeterModelBaselineWGenComm(HeterModelBaseline):
     """GenComm stage 1 (everything trainable).
 
     Args:
-        args: YAML ``model.args`` (see the module docstring).
+        args: YAML ``model.args`` (see the module docstring and ``CONFIG``).
     """
 
-    default_missing_ratio = 0.4
+    CONFIG = HeterModelBaseline.CONFIG.extend({
+        "gencomm": Key(dict, None, "message-conditioned diffusion generator", schema=GENERATOR_CONFIG),
+        "diffcomm": Key(dict, None, "old name of gencomm (same content)", schema=GENERATOR_CONFIG),
+        "message_extractor": Key(dict, {}, "DME of every agent type", schema=DME_CONFIG),
+        "enhancer": Key((dict, str), None, "Channel Enhancer (a string, as some reference YAMLs give: defaults)",
+                        schema=ENHANCER_CONFIG),
+        "generate_ego": Key(bool, True, "true (reference): the ego's feature is regenerated too; false: the "
+                                        "real ego feature is fused (paper Alg. 1)"),
+        "generation_start": Key(str, "ego_frame", "ego_frame (reference): chains start from the un-warped ego "
+                                                  "map; sender_frame: warped into each sender's frame",
+                                choices=GENERATION_STARTS),
+        "missing_message": Key(bool, False, "eval only: zero a share of every collaborator's message cells"),
+        "missing_message_ratio": Key(float, 0.4, "share of message cells zeroed with missing_message"),
+    }, name="heter_model_baseline_w_gencomm_stage1")
 
     def __init__(self, args):
         super().__init__(args)
-        gen_cfg = generator_config(args)
-        feat_ch = int(gen_cfg.get("model", {}).get("in_channels", 128))
-        dme_cfg = args.get("message_extractor") or {"in_ch": feat_ch, "out_ch": 2}
-        if int(dme_cfg.get("in_ch", feat_ch)) != feat_ch:
-            raise ConfigError(f"model.args.message_extractor.in_ch: {dme_cfg['in_ch']} != "
-                              f"gencomm.model.in_channels {feat_ch}")
-        msg_ch = int(dme_cfg.get("out_ch", 2))
+        cfg = self.CONFIG.parse(args, "model.args", self.source)
+        channels = self.feature.channels
+        _, gen_cfg = generator_config(cfg, self.source)
+        dme_cfg = dict(cfg.message_extractor, in_ch=channels)
         for m in self.modalities:
             setattr(self, f"message_extractor_{m}", MessageExtractor.from_config(dme_cfg))
-        self.gencomm = GenCommGenerator.from_config(gen_cfg, cond_channels=msg_ch)
-        enh_cfg = args.get("enhancer")
-        enh_cfg = enh_cfg if isinstance(enh_cfg, dict) else {"in_ch": feat_ch}
-        if int(enh_cfg.get("in_ch", feat_ch)) != feat_ch:
-            raise ConfigError(f"model.args.enhancer.in_ch: {enh_cfg['in_ch']} != "
-                              f"gencomm.model.in_channels {feat_ch}")
-        self.enhancer = Enhancer.from_config(enh_cfg)
-        self.generate_ego = bool(args.get("generate_ego", True))
-        self.generation_start = str(args.get("generation_start", "ego_frame"))
-        if self.generation_start not in GENERATION_STARTS:
-            raise ConfigError(f"model.args.generation_start: unknown '{self.generation_start}'; "
-                              f"known: {', '.join(GENERATION_STARTS)}")
-        self.missing_message = bool(args.get("missing_message", False))
-        self.missing_ratio = float(args.get("missing_message_ratio", self.default_missing_ratio))
+        gen_cfg = dict(gen_cfg, model=dict(gen_cfg.model, in_channels=channels, out_ch=channels))
+        self.gencomm = GenCommGenerator.from_config(gen_cfg, cond_channels=dme_cfg["out_ch"])
+        self.enhancer = Enhancer.from_config({"in_ch": channels})
+        self.generate_ego = cfg.generate_ego
+        self.generation_start = cfg.generation_start
+        self.missing_message = cfg.missing_message
+        self.missing_ratio = cfg.missing_message_ratio
+
+    @classmethod
+    def channel_keys(cls, cfg):
+        """The baseline's plus the DME's, the enhancer's and the generator's channel keys."""
+        key, gen = generator_config(cfg, cfg.get("_source", "config"))
+        enhancer = cfg.enhancer if isinstance(cfg.enhancer, dict) else {}
+        return super().channel_keys(cfg) + [
+            ("model.args.message_extractor.in_ch", cfg.message_extractor.in_ch),
+            ("model.args.enhancer.in_ch", enhancer.get("in_ch")),
+            (f"model.args.{key}.model.in_channels", gen.model.in_channels),
+            (f"model.args.{key}.model.out_ch", gen.model.out_ch),
+        ]
 
     @property
     def has_unused_parameters(self):
@@ -101,26 +133,9 @@ class HeterModelBaselineWGenComm(HeterModelBaseline):
         gradient (DDP then needs ``find_unused_parameters``)."""
         return len(self.modalities) > 1
 
-    def encode_with_messages(self, data_dict):
-        """Features and messages of every agent on the LiDAR grid, in batch order.
-
-        Returns:
-            features (N, C, H, W), messages (N, M, H, W), aux dict (``depth_items_mX``).
-        """
-        modality_list = self.agent_modalities(data_dict)
-        feats, msgs, aux = {}, {}, {}
-        for m in self.modalities:
-            if m not in modality_list:
-                continue
-            feature = self.encode_modality(data_dict, m)  # (n_m, C, h, w) own grid
-            message = getattr(self, f"message_extractor_{m}")(feature)  # (n_m, M, h, w)
-            feats[m] = self.crop_to_lidar_grid(feature, m)  # (n_m, C, H, W)
-            msgs[m] = self.crop_to_lidar_grid(message, m)  # (n_m, M, H, W)
-            depth_items = getattr(getattr(self, f"encoder_{m}"), "depth_items", None)
-            if depth_items is not None:
-                aux[f"depth_items_{m}"] = depth_items
-        return (self.stack_in_agent_order(feats, modality_list),
-                self.stack_in_agent_order(msgs, modality_list), aux)
+    def type_outputs(self, feature, m):
+        """The message ``message_extractor_m(F)`` (n_m, M, h, w), extracted on the type's own grid."""
+        return {"message": getattr(self, f"message_extractor_{m}")(feature)}
 
     @staticmethod
     def ego_mask(record_len, n, device):
@@ -170,7 +185,8 @@ class HeterModelBaselineWGenComm(HeterModelBaseline):
             features (not detached) for the G generated agents (all N by default; the N - B
             collaborators with ``generate_ego: false``), plus ``depth_items_mX`` of camera encoders.
         """
-        features, messages, aux = self.encode_with_messages(data_dict)  # (N,C,H,W), (N,M,H,W)
+        features, extras, aux = self.encode_agents(data_dict)  # (N, C, H, W), {message: (N, M, H, W)}
+        messages = extras["message"]
         record_len = data_dict["record_len"]
         is_ego = self.ego_mask(record_len, features.shape[0], features.device)  # (N,)
         if self.missing_message and not self.training:
@@ -208,22 +224,24 @@ class HeterModelBaselineWGenCommStage2(HeterModelBaselineWGenComm):
         args: YAML ``model.args``; ``ego_modality`` is required.
     """
 
-    default_missing_ratio = 0.1
+    CONFIG = HeterModelBaselineWGenComm.CONFIG.extend({
+        "ego_modality": Key(str, REQUIRED, "the ego agent type(s), 'm1' or 'm1&m2': frozen with the shared modules"),
+        "missing_message_ratio": Key(float, 0.1, "share of message cells zeroed with missing_message"),
+    }, name="heter_model_baseline_w_gencomm_stage2")
 
     def __init__(self, args):
-        if "ego_modality" not in args:
-            raise ConfigError("model.args: missing key 'ego_modality' (stage 2 needs the ego agent type)")
         super().__init__(args)
-        self.ego_types = [m.strip() for m in str(args["ego_modality"]).split("&")]
+        cfg = self.CONFIG.parse(args, "model.args", self.source)
+        self.ego_types = parse_ego_modality(cfg.ego_modality)
         missing = [m for m in self.ego_types if m not in self.modalities]
         if missing:
-            raise ConfigError(f"model.args.ego_modality: ego type '{missing[0]}' has no section in "
+            raise ConfigError(f"{self.source}: model.args.ego_modality: ego type '{missing[0]}' has no section in "
                               f"model.args (known: {self.modalities})")
         self.trainable_modules = [f"message_extractor_{m}" for m in self.modalities
                                   if m not in self.ego_types]
         if not self.trainable_modules:
-            raise ConfigError(f"model.args: stage 2 needs a non-ego agent type besides ego_modality "
-                              f"{self.ego_types} (known: {self.modalities})")
+            raise ConfigError(f"{self.source}: model.args: stage 2 needs a non-ego agent type besides "
+                              f"ego_modality {self.ego_types} (known: {self.modalities})")
         for name, param in self.named_parameters():
             param.requires_grad_(name.split(".", 1)[0] in self.trainable_modules)
         self.train(self.training)
@@ -242,12 +260,8 @@ class HeterModelBaselineWGenCommStage2(HeterModelBaselineWGenComm):
         return len(self.trainable_modules) > 1
 
     def model_train_init(self):
-        """Hook called by train.py after ``model.train()``: re-applies the frozen modules' eval mode."""
+        """Called by the trainer after ``model.train()``: re-applies the frozen modules' eval mode."""
         self.train(True)
-
-    def trainable_parameter_count(self):
-        """Number of parameters with ``requires_grad`` (the non-ego DMEs)."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def required_prefixes(self):
         """State-dict prefixes the merged checkpoint must provide: every frozen module with parameters

@@ -3,7 +3,8 @@
 ``python opencood/tools/benchmark.py -y CONFIG.yaml [--parts data,train,infer,eval] [--workers 2] [--amp]``
 
 - data:  DataLoader samples/s of the config's training dataset with N workers (what the model would see).
-- train: seconds per optimizer step with the batch already on the device (fp32; with --amp also AMP),
+- train: seconds per optimizer step of the trainer's own ``train_step`` with the batch already on the device
+         (fp32; with --amp also AMP, through the GradScaler for fp16),
          and seconds per iteration end to end through the DataLoader, i.e. the device-busy fraction.
 - infer: latency per frame at batch 1 from loaded tensors to boxes after NMS.
 - eval:  AP evaluation of 2,000 synthetic frames (both AP variants, IoU 0.3/0.5/0.7) on one core.
@@ -11,8 +12,8 @@ Peak memory: CUDA max allocated on GPU, process max RSS on CPU. Results print as
 and, with --json FILE, are saved for docs/benchmarks.md. Nothing here is asserted by tests.
 """
 import argparse
-import contextlib
 import json
+import logging
 import os
 import platform
 import resource
@@ -21,7 +22,12 @@ import sys
 import time
 
 import torch
-from torch.utils.data import DataLoader
+
+from opencood.hypes_yaml.yaml_utils import add_config_args, load_yaml
+from opencood.tools.loaders import build_loader
+from opencood.utils.log import setup_logging
+
+logger = logging.getLogger(__name__)
 
 
 def _sync(device):
@@ -36,10 +42,7 @@ def _peak_mb(device):
 
 
 def bench_data(dataset, workers, batch_size, n_batches):
-    from opencood.tools.train_utils import dataloader_worker_init
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
-                        collate_fn=dataset.collate_batch_train, persistent_workers=workers > 0,
-                        prefetch_factor=4 if workers > 0 else None, worker_init_fn=dataloader_worker_init)
+    loader = build_loader(dataset, "train", batch_size, workers)
     it = iter(loader)
     next(it)  # worker start-up is not throughput
     t0, n = time.perf_counter(), 0
@@ -52,20 +55,6 @@ def bench_data(dataset, workers, batch_size, n_batches):
         n += 0 if b is None else int(b["ego"]["record_len"].shape[0])
     dt = time.perf_counter() - t0
     return {"data_samples_per_s": n / dt, "data_workers": workers}
-
-
-def _step_fn(model, criterion, optimizer, hypes, amp, device):
-    from opencood.tools.trainer import _amp_dtype, compute_loss
-    ctx = (lambda: torch.autocast(device.type, dtype=_amp_dtype(device))) if amp else contextlib.nullcontext
-
-    def step(batch):
-        optimizer.zero_grad(set_to_none=True)
-        with ctx():
-            loss = compute_loss(model, criterion, batch, hypes)
-        loss.backward()
-        optimizer.step()
-        return loss
-    return step
 
 
 def sync_sites(step, batch):
@@ -99,55 +88,49 @@ def sync_sites(step, batch):
     return sites
 
 
-def bench_train(hypes, dataset, device, amp, n_steps, workers, batch_size, profile_path=None,
-                channels_last=False, compile_opt=None):
-    from opencood.tools import train_utils
+def _train_context(hypes, device, amp, channels_last, compile_opt):
+    """Model, loss, optimizer, GradScaler and autocast exactly as the trainer sets them up."""
+    from opencood.tools import train_utils, trainer
     model = train_utils.create_model(hypes).to(device).train()
+    model.model_train_init()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     train_utils.compile_from_args(model, compile_opt)
-    criterion = train_utils.create_loss(hypes)
-    optimizer = train_utils.setup_optimizer(hypes, model)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
-                        collate_fn=dataset.collate_batch_train, pin_memory=device.type == "cuda",
-                        persistent_workers=workers > 0, drop_last=True,
-                        worker_init_fn=train_utils.dataloader_worker_init)
-    batch = None
-    for b in loader:
-        if b is not None:
-            batch = dataset.device_preprocess(train_utils.to_device(b, device))
-            break
-    step = _step_fn(model, criterion, optimizer, hypes, amp, device)
-    t_warm = time.perf_counter()
-    for _ in range(3):
-        step(batch)
-    _sync(device)
-    warmup_s = time.perf_counter() - t_warm  # includes compilation with --compile
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    return trainer.make_train_context(hypes, model, train_utils.create_loss(hypes), device, amp)
+
+
+def _step_seconds(step, batch, n, device):
+    """Wall time of each of ``n`` calls ``step(batch)``, the device drained after each."""
     times = []
-    for _ in range(n_steps):
+    for _ in range(n):
         t0 = time.perf_counter()
         step(batch)
         _sync(device)
         times.append(time.perf_counter() - t0)
-    step_s = statistics.median(times)
-    if profile_path:
-        from torch.profiler import ProfilerActivity, profile
-        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-        with profile(activities=acts) as prof:
-            step(batch)
-            _sync(device)
-        key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-        with open(profile_path, "a") as f:
-            f.write(f"## train step ({'amp' if amp else 'fp32'}) {hypes.get('name')}\n")
-            f.write(prof.key_averages().table(sort_by=key, row_limit=25) + "\n")
-            if device.type == "cuda":
-                sites = sync_sites(step, batch)
-                f.write(f"host-device syncs in one step: {len(sites)}\n")
-                for site in sorted(set(sites), key=sites.index):
-                    f.write(f"  {sites.count(site)} x {site}\n")
-    # end to end through the loader
+    return times
+
+
+def _profile_step(step, batch, device, path, title):
+    """Append a torch.profiler table of one step (and, on CUDA, its host-device syncs) to ``path``."""
+    from torch.profiler import ProfilerActivity, profile
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        step(batch)
+        _sync(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    with open(path, "a") as f:
+        f.write(title + "\n")
+        f.write(prof.key_averages().table(sort_by=key, row_limit=25) + "\n")
+        if device.type == "cuda":
+            sites = sync_sites(step, batch)
+            f.write(f"host-device syncs in one step: {len(sites)}\n")
+            for site in sorted(set(sites), key=sites.index):
+                f.write(f"  {sites.count(site)} x {site}\n")
+
+
+def _loader_iter_seconds(step, loader, dataset, device, n_steps):
+    """Seconds per iteration end to end: loading, host-to-device copy, device pre-processing, step."""
+    from opencood.tools import train_utils
     t0, k = time.perf_counter(), 0
     for b in loader:
         if b is None:
@@ -157,8 +140,28 @@ def bench_train(hypes, dataset, device, amp, n_steps, workers, batch_size, profi
         if k >= n_steps:
             break
     _sync(device)
-    iter_s = (time.perf_counter() - t0) / max(k, 1)
+    return (time.perf_counter() - t0) / max(k, 1)
+
+
+def bench_train(hypes, dataset, device, amp, n_steps, workers, batch_size, profile_path=None,
+                channels_last=False, compile_opt=None):
+    """Time the trainer's own :func:`opencood.tools.trainer.train_step` on one batch, then through the loader."""
+    from opencood.tools import train_utils, trainer
+    ctx = _train_context(hypes, device, amp, channels_last, compile_opt)
+    loader = build_loader(dataset, "train", batch_size, workers, device)
+    batch = next(dataset.device_preprocess(train_utils.to_device(b, device)) for b in loader if b is not None)
+
+    def step(b):
+        return trainer.train_step(ctx, b)
+
+    warmup_s = sum(_step_seconds(step, batch, 3, device))  # includes compilation with --compile
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    step_s = statistics.median(_step_seconds(step, batch, n_steps, device))
     tag = "amp" if amp else "fp32"
+    if profile_path:
+        _profile_step(step, batch, device, profile_path, f"## train step ({tag}) {hypes.get('name')}")
+    iter_s = _loader_iter_seconds(step, loader, dataset, device, n_steps)
     return {f"warmup_3_steps_s_{tag}": warmup_s, f"train_step_s_{tag}": step_s, f"train_iter_s_{tag}": iter_s,
             f"device_busy_{tag}": min(1.0, step_s / iter_s), f"peak_mem_mb_{tag}": _peak_mb(device)}
 
@@ -169,7 +172,7 @@ def bench_infer(hypes, device, n_frames):
     from opencood.tools import inference_utils, train_utils
     dataset = build_dataset(hypes, visualize=False, train=False)
     model = train_utils.create_model(hypes).to(device).eval()
-    loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=0, collate_fn=dataset.collate_batch_test)
+    loader = build_loader(dataset, "test", device=device)
     batches = []
     for b in loader:
         if b is not None:
@@ -216,7 +219,9 @@ def main(argv=None):
     add_compile_args(p)
     p.add_argument("--json", default=None, help="append results as one JSON line to this file")
     p.add_argument("--profile", default=None, help="append a torch.profiler table of one training step here")
+    add_config_args(p)  # --set key.path=value
     opt = p.parse_args(argv)
+    setup_logging()
     parts = set(opt.parts.split(","))
     device = torch.device(opt.device)
     res = {"machine": platform.node(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
@@ -224,8 +229,7 @@ def main(argv=None):
            "config": opt.hypes_yaml}
     if parts & {"data", "train", "infer"}:
         from opencood.data_utils.datasets import build_dataset
-        from opencood.hypes_yaml.yaml_utils import load_yaml
-        hypes = load_yaml(opt.hypes_yaml)
+        hypes = load_yaml(opt.hypes_yaml, opt)
         if opt.voxelize_on_device:
             set_on_device(hypes)
             res["voxelize_on_device"] = True
@@ -247,7 +251,7 @@ def main(argv=None):
             _guard(res, "infer", bench_infer, hypes, device, opt.steps)
     if "eval" in parts:
         _guard(res, "eval", bench_eval)
-    _print(res)
+    _log_table(res)
     if opt.json:
         with open(opt.json, "a") as f:
             f.write(json.dumps(res) + "\n")
@@ -268,17 +272,17 @@ def _guard(res, name, fn, *args):
     try:
         part = fn(*args)
         res.update(part)
-        print(f"part {name}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                        for k, v in part.items()), flush=True)  # kept if a later part hangs
+        logger.info(f"part {name}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                              for k, v in part.items()))  # shown at once: kept if a later part hangs
     except Exception as e:  # a benchmark reports what broke and goes on with the other parts
         res[f"{name}_error"] = " ".join(f"{type(e).__name__}: {e}".split())[:300]
-        print(f"benchmark part '{name}' failed: {res[f'{name}_error']}", file=sys.stderr)
+        logger.error(f"benchmark part '{name}' failed: {res[f'{name}_error']}")
 
 
-def _print(res):
-    print("| metric | value |\n|---|---|")
+def _log_table(res):
+    logger.info("| metric | value |\n|---|---|")
     for k, v in res.items():
-        print(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |")
+        logger.info(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |")
 
 
 if __name__ == "__main__":

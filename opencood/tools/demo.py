@@ -14,6 +14,7 @@ message size per agent, and writes a BEV picture. Run folders go to ``opencood/l
 """
 import argparse
 import glob
+import logging
 import os
 import shutil
 import subprocess
@@ -22,6 +23,10 @@ import time
 
 import yaml
 
+from opencood.utils.log import setup_logging
+
+logger = logging.getLogger(__name__)
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO_YAMLS = os.path.join(REPO, "opencood", "hypes_yaml", "demo", "gencomm")
 
@@ -29,16 +34,16 @@ DEMO_YAMLS = os.path.join(REPO, "opencood", "hypes_yaml", "demo", "gencomm")
 def sh(args, log=None):
     """Run one CLI step with this interpreter; stop the demo with its output on failure."""
     cmd = [sys.executable] + args
-    print("$ " + " ".join(os.path.relpath(a, REPO) if os.path.isabs(a) else a for a in args), flush=True)
+    logger.info("$ " + " ".join(os.path.relpath(a, REPO) if os.path.isabs(a) else a for a in args))
     t0 = time.time()
     r = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if log:
         with open(log, "a") as f:
             f.write(r.stdout)
     if r.returncode != 0:
-        print(r.stdout[-4000:])
+        logger.info(r.stdout[-4000:])
         raise SystemExit(f"demo step failed ({r.returncode}): {' '.join(args)}")
-    print(f"  done in {time.time() - t0:.0f} s", flush=True)
+    logger.info(f"  done in {time.time() - t0:.0f} s")
     return r.stdout
 
 
@@ -73,8 +78,7 @@ def gain_share(value, ego_only, homogeneous):
 def trainable_params(model_dir):
     from opencood.hypes_yaml.yaml_utils import load_yaml
     from opencood.tools.train_utils import create_model
-    model = create_model(load_yaml(os.path.join(model_dir, "config.yaml")))
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return create_model(load_yaml(os.path.join(model_dir, "config.yaml"))).trainable_parameter_count()
 
 
 def print_summary(s1, s2, final):
@@ -89,13 +93,13 @@ def print_summary(s1, s2, final):
         rows.append((f"dynamic use_cav {n} ({'+'.join(['m1', 'm2', 'm3', 'm4'][:n])})",
                      read_eval(final, f"*_use_cav{n}"), ""))
     ego, homo = rows[0][1]["gs"], rows[2][1]["gs"]
-    print("\n| run | AP30 | AP50 | AP70 | AP30 (no gs) | AP50 (no gs) | AP70 (no gs) | trainable params "
+    logger.info("\n| run | AP30 | AP50 | AP70 | AP30 (no gs) | AP50 (no gs) | AP70 (no gs) | trainable params "
           "| share of the homogeneous AP30 / AP50 gain |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    logger.info("|---|---|---|---|---|---|---|---|---|")
     for name, r, params in rows:
         g, n = r["gs"], r["ngs"]
         share = " / ".join(gain_share(g[k], ego[k], homo[k]) for k in ("ap30", "ap_50")) if params else ""
-        print(f"| {name} | {g['ap30']:.3f} | {g['ap_50']:.3f} | {g['ap_70']:.3f} | "
+        logger.info(f"| {name} | {g['ap30']:.3f} | {g['ap_50']:.3f} | {g['ap_70']:.3f} | "
               f"{n['ap30']:.3f} | {n['ap_50']:.3f} | {n['ap_70']:.3f} | {params} | {share} |")
     from opencood.hypes_yaml.yaml_utils import load_yaml
     h = load_yaml(os.path.join(final, "config.yaml"))
@@ -105,7 +109,7 @@ def print_summary(s1, s2, final):
     feat_c = h["model"]["args"]["message_extractor"]["in_ch"]
     msg, feat = c * hh * ww * 4, feat_c * hh * ww * 4
     import math
-    print(f"\nmessage per agent: {c}x{hh}x{ww} float32 = {msg:,} bytes (log2 {math.log2(msg):.1f}); "
+    logger.info(f"\nmessage per agent: {c}x{hh}x{ww} float32 = {msg:,} bytes (log2 {math.log2(msg):.1f}); "
           f"a full {feat_c}-channel feature would be {feat:,} bytes (log2 {math.log2(feat):.1f}), "
           f"{feat // msg}x more. (At OPV2V-H geometry: 2x64x128 -> 65,536 bytes, log2 16.0.)")
 
@@ -126,6 +130,7 @@ def main(argv=None):
     os.makedirs(logs, exist_ok=True)
     log = os.path.join(logs, "demo.log")
     open(log, "w").close()
+    setup_logging(logs, "demo.log")  # the demo's own lines, between the steps' outputs appended by sh()
     w = ["--num_workers", str(opt.workers)]
 
     if not opt.skip_data:
@@ -160,8 +165,8 @@ def main(argv=None):
     print_summary(s1, s2, final)
     pics = sorted(glob.glob(os.path.join(s1["m1"], "vis_*", "*.png")))
     if pics:
-        print(f"BEV picture: {os.path.relpath(pics[0], REPO)}")
-    print(f"demo finished in {(time.time() - t_start) / 60:.1f} min; full log: {os.path.relpath(log, REPO)}")
+        logger.info(f"BEV picture: {os.path.relpath(pics[0], REPO)}")
+    logger.info(f"demo finished in {(time.time() - t_start) / 60:.1f} min; full log: {os.path.relpath(log, REPO)}")
 
 
 if __name__ == "__main__":

@@ -1,21 +1,31 @@
 """Checkpoint surgery for the multi-stage heterogeneous pipeline (HEAL / GenComm).
 
 ``python opencood/tools/heal_tools.py merge_and_save DIR_1 ... DIR_K OUT_DIR``
+``python opencood/tools/heal_tools.py rename_keys CHECKPOINT.pth 'encoder_m1.*=encoder_m3.*' [OLD=NEW ...]``
 
-For each folder in order, take its unique ``net_epoch_bestval_at*.pth`` or else its latest
+merge_and_save: for each folder in order, take its unique ``net_epoch_bestval_at*.pth`` or else its latest
 ``net_epoch{N}.pth``; fold the state_dicts so that **later folders override earlier ones** (the
 second-to-last argument, the collaboration base / ego, wins for shared modules such as the generator,
 enhancer, fusion and heads), and write ``OUT_DIR/net_epoch1.pth``. OUT_DIR must already hold the
 ``config.yaml`` of the next stage. Keys of earlier folders containing ``layers_m``, ``head_m`` or
 ``shrink_conv_m`` are dropped (HEAL's rule for per-agent pyramid pieces).
+
+rename_keys: rewrite a checkpoint in place (atomically) with its keys renamed, e.g. to reuse a stage-1 run
+trained as ``m1`` for agent type ``m3`` (same structure, other prefixes); see
+:func:`opencood.utils.model_utils.rename_model_dict_keys`. An empty NEW drops the key(s).
 """
 import argparse
+import logging
 import os
 
 import torch
 
 from opencood.utils import checkpoint as ckpt
 from opencood.utils.errors import CheckpointError, exit_on_error
+from opencood.utils.log import setup_logging
+from opencood.utils.model_utils import rename_model_dict_keys
+
+logger = logging.getLogger(__name__)
 
 _DROP_FROM_EARLIER = ("layers_m", "head_m", "shrink_conv_m")
 
@@ -34,10 +44,10 @@ def merge_dict(acc, new, verbose=True):
     """Fold ``new`` into ``acc``: keep acc's keys (minus per-agent pyramid pieces), then overwrite with new."""
     overlap = sorted({k.split(".")[0] for k in acc} & {k.split(".")[0] for k in new})
     if verbose and overlap:
-        print(f"  overlapping modules (later wins): {', '.join(overlap)}")
+        logger.info(f"  overlapping modules (later wins): {', '.join(overlap)}")
         differ = [k for k in acc if k in new and (acc[k].shape != new[k].shape or not torch.equal(acc[k], new[k]))]
         if differ:
-            print(f"  warning: {len(differ)} overlapping tensors differ, e.g. {differ[0]}")
+            logger.warning(f"  warning: {len(differ)} overlapping tensors differ, e.g. {differ[0]}")
     out = {k: v for k, v in acc.items() if not any(s in k for s in _DROP_FROM_EARLIER)}
     out.update(new)
     return out
@@ -55,10 +65,10 @@ def merge_and_save_final(model_dirs, output_dir, overwrite=False):
     merged = {}
     for d in model_dirs:
         path = pick_checkpoint(d)
-        print(f"merging {path}")
+        logger.info(f"merging {path}")
         merged = merge_dict(merged, ckpt.read_state_dict(path))
     ckpt.atomic_torch_save(merged, out_path)
-    print(f"saved {out_path} ({len(merged)} tensors)")
+    logger.info(f"saved {out_path} ({len(merged)} tensors)")
     return out_path
 
 
@@ -68,14 +78,29 @@ def main(argv=None):
     m = sub.add_parser("merge_and_save", help="merge checkpoints: DIR_1 ... DIR_K OUT_DIR")
     m.add_argument("dirs", nargs="+", help="model folders in override order, then the output folder")
     m.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR/net_epoch1.pth")
+    m.set_defaults(fn=_merge_cli)
+    r = sub.add_parser("rename_keys", help="rename checkpoint keys in place: CHECKPOINT OLD=NEW ...")
+    r.add_argument("checkpoint", help="a plain state_dict file (net_epoch*.pth)")
+    r.add_argument("renames", nargs="+", metavar="OLD=NEW", help="'encoder_m1.*=encoder_m3.*' renames a prefix")
+    r.set_defaults(fn=_rename_cli)
     opt = p.parse_args(argv)
-    return exit_on_error(_merge_cli, opt)
+    setup_logging()
+    return exit_on_error(opt.fn, opt)
 
 
 def _merge_cli(opt):
     if len(opt.dirs) < 2:
         raise CheckpointError("merge_and_save: need at least one model folder and the output folder")
     return merge_and_save_final(opt.dirs[:-1], opt.dirs[-1], overwrite=opt.overwrite)
+
+
+def _rename_cli(opt):
+    bad = [r for r in opt.renames if "=" not in r]
+    if bad:
+        raise CheckpointError(f"rename_keys: expected OLD=NEW, got '{bad[0]}'")
+    state = rename_model_dict_keys(opt.checkpoint, dict(r.split("=", 1) for r in opt.renames))
+    logger.info(f"renamed keys of {opt.checkpoint} ({len(state)} tensors)")
+    return state
 
 
 if __name__ == "__main__":

@@ -7,19 +7,23 @@ into the run folder, where info = ``<fusion><note>_<x>_<y>_epoch<E>`` (x, y = GT
 ``--save_vis`` writes BEV pictures (headless) to ``vis_<info>/``.
 """
 import argparse
+import logging
 import os
 import sys
 import time
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from opencood.data_utils.datasets import build_dataset
-from opencood.hypes_yaml.yaml_utils import load_yaml, require
+from opencood.hypes_yaml.yaml_utils import add_config_args, load_yaml, require
 from opencood.tools import inference_utils, train_utils
+from opencood.tools.loaders import build_loader
 from opencood.utils import eval_utils
 from opencood.utils.errors import ConfigError, exit_on_error
+from opencood.utils.log import setup_logging
+
+logger = logging.getLogger(__name__)
 
 FUSION_METHODS = ("intermediate", "early", "late", "single", "no")
 
@@ -36,6 +40,7 @@ def build_parser():
     p.add_argument("--note", default="", help="suffix of the result file names")
     p.add_argument("--num_workers", type=int, default=2)
     p.add_argument("--max_frames", type=int, default=None, help="stop after N test frames (quick checks)")
+    add_config_args(p)  # --set key.path=value
     return p
 
 
@@ -79,9 +84,7 @@ def prepare_hypes(opt):
 
 def evaluate(model, dataset, opt, saved_path, infer_info, device):
     """Loop over the test set; returns (result_stat, seconds per frame)."""
-    loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=opt.num_workers,
-                        collate_fn=dataset.collate_batch_test, pin_memory=device.type == "cuda",
-                        worker_init_fn=train_utils.dataloader_worker_init)
+    loader = build_loader(dataset, "test", num_workers=opt.num_workers, device=device)
     result_stat = {iou: {"tp": [], "fp": [], "gt": 0, "score": []} for iou in (0.3, 0.5, 0.7)}
     infer_fn = {"intermediate": inference_utils.inference_intermediate_fusion,
                 "early": inference_utils.inference_early_fusion,
@@ -138,13 +141,16 @@ def evaluate_run(opt, hypes, device, suffix=""):
     infer_info = f"{opt.fusion_method}{opt.note}_{gt_range[3]:g}_{gt_range[4]:g}_epoch{epoch}{suffix}"
     result_stat, sec = evaluate(model, dataset, opt, opt.model_dir, infer_info, device)
     aps = eval_utils.eval_final_results(result_stat, opt.model_dir, infer_info)
-    print(f"inference: {sec * 1000:.1f} ms per frame (model + post-processing) on {device}")
+    logger.info(f"inference: {sec * 1000:.1f} ms per frame (model + post-processing) on {device}")
     return aps
 
 
 def run(opt):
+    setup_logging()
+    hypes = prepare_hypes(opt)  # a missing run folder fails here, before a log file is opened in it
+    setup_logging(opt.model_dir, "inference.log")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return evaluate_run(opt, prepare_hypes(opt), device)
+    return evaluate_run(opt, hypes, device)
 
 
 def main(argv=None):

@@ -10,12 +10,17 @@ agent in range, so AP(N) shows what each newly joined agent type adds. Results:
 """
 import argparse
 import ast
+import logging
 import os
 
 import torch
 
+from opencood.hypes_yaml.yaml_utils import add_config_args
 from opencood.tools.inference import FUSION_METHODS, evaluate_run, prepare_hypes
 from opencood.utils.errors import ConfigError, exit_on_error
+from opencood.utils.log import setup_logging
+
+logger = logging.getLogger(__name__)
 
 LIDAR_DEGRADE = {"m1": 32, "m3": 16}
 
@@ -33,6 +38,7 @@ def build_parser():
     p.add_argument("--save_npy", action="store_true")
     p.add_argument("--num_workers", type=int, default=2)
     p.add_argument("--max_frames", type=int, default=None)
+    add_config_args(p)  # --set key.path=value
     return p
 
 
@@ -66,13 +72,15 @@ def run(opt):
         use_cav = [int(n) for n in ast.literal_eval(opt.use_cav)]
     except (ValueError, SyntaxError, TypeError):
         raise ConfigError(f"--use_cav: expected a list like [1,2,3,4], got '{opt.use_cav}'") from None
+    setup_logging()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results = {}
     for n in use_cav:
-        opt.fusion_method = opt.fusion_method or "intermediate"
         hypes = in_order_hypes(prepare_hypes(opt), degrade=opt.lidar_degrade)
+        if not results:  # the run folder's config loaded: the log file can live there
+            setup_logging(opt.model_dir, "inference.log")
         hypes["fusion"]["args"]["use_cav"] = n
-        print(f"use_cav {n}:")
+        logger.info(f"use_cav {n}:")
         results[n] = evaluate_run(opt, hypes, device, suffix=f"_use_cav{n}")
     return results
 

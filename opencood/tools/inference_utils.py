@@ -32,15 +32,6 @@ def inference_late_fusion(batch, model, dataset):
     return _result(dataset, batch, output)
 
 
-def inference_no_fusion(batch, model, dataset, single_gt=False):
-    """Ego-only detection from a late-style batch; ``single_gt`` scores it against the ego's own GT only."""
-    if single_gt:
-        batch = OrderedDict(ego=batch["ego"])
-    pred_box, pred_score = dataset.post_process(OrderedDict(ego=batch["ego"]), OrderedDict(ego=model(batch["ego"])))
-    gt_box = dataset.post_processor.generate_gt_bbx(batch)
-    return {"pred_box_tensor": pred_box, "pred_score": pred_score, "gt_box_tensor": gt_box}
-
-
 def save_npy(result, batch, out_dir, idx):
     """Write ``npy/%04d_pcd.npy``, ``_pred.npy`` (K,8,3), ``_gt.npy`` (G,8,3) like the reference."""
     import os

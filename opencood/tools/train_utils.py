@@ -3,6 +3,7 @@
 ``create_model(hypes)``, ``create_loss(hypes)``, ``setup_optimizer``, ``setup_lr_schedular``,
 ``load_saved_model(saved_path, model)``, ``setup_train(hypes)``, ``to_device``.
 """
+import logging
 import os
 import random
 import shutil
@@ -12,9 +13,13 @@ import numpy as np
 import torch
 
 from opencood.hypes_yaml.yaml_utils import SOURCE_KEY, require, save_yaml
+from opencood.loss.base_loss import Criterion
+from opencood.models.base_model import CooperativeModel
 from opencood.utils import checkpoint as ckpt
 from opencood.utils.errors import CheckpointError, ConfigError
 from opencood.utils.registry import LOSSES, MODELS
+
+logger = logging.getLogger(__name__)
 
 
 def _src(hypes):
@@ -26,7 +31,7 @@ def create_model(hypes):
     name = require(hypes, "model.core_method")
     cls = MODELS.get(name, source=_src(hypes))
     args = require(hypes, "model.args", dict)
-    model = cls(args)
+    model = _check_base(cls(args), CooperativeModel, f"model.core_method '{name}'", _src(hypes))
     if args.get("bn_momentum") is not None:
         set_bn_momentum(model, float(args["bn_momentum"]))
     if args.get("cls_prior_prob") is not None:
@@ -69,8 +74,15 @@ def create_loss(hypes):
     """Build ``loss.core_method`` with ``loss.args`` through the LOSSES registry."""
     name = require(hypes, "loss.core_method")
     cls = LOSSES.get(name, source=_src(hypes))
-    return cls(require(hypes, "loss.args", dict))
+    return _check_base(cls(require(hypes, "loss.args", dict)), Criterion, f"loss.core_method '{name}'", _src(hypes))
 
+
+def _check_base(obj, base, what, source):
+    """The tools call ``base``'s hooks directly: a registered class outside it is a config-time error."""
+    if not isinstance(obj, base):
+        raise ConfigError(f"{source}: {what} ({type(obj).__name__}) does not derive from "
+                          f"{base.__module__}.{base.__name__}")
+    return obj
 
 def setup_optimizer(hypes, model):
     """Adam/AdamW/SGD over the parameters that require grad (frozen modules are skipped)."""
@@ -212,8 +224,13 @@ def setup_train(hypes, root="opencood/logs"):
 
 
 def load_state_into(model, path, strict=True, required_prefixes=()):
-    """Check then load a state_dict file into ``model`` (CheckpointError on any mismatch)."""
+    """Check then load a state_dict file into ``model`` (CheckpointError on any mismatch).
+
+    The model's own ``check_state_dict`` runs first (its message says what a partial file lacks), then the
+    generic key and shape check.
+    """
     state = ckpt.read_state_dict(path)
+    model.check_state_dict(state, path)
     ckpt.check_state_dict(model, state, path, strict=strict, required_prefixes=required_prefixes)
     model.load_state_dict(state, strict=False)
     return model
@@ -235,11 +252,11 @@ def load_saved_model(saved_path, model, prefer_bestval=True, strict=None):
     epoch, path = ckpt.find_checkpoint(saved_path, prefer_bestval=prefer_bestval)
     if path is None:
         return 0, model
-    required = tuple(model.required_prefixes()) if hasattr(model, "required_prefixes") else ()
+    required = tuple(model.required_prefixes())
     if strict is None:
         strict = not required
     load_state_into(model, path, strict=strict, required_prefixes=required)
-    print(f"loaded {path} (epoch {epoch})")
+    logger.info(f"loaded {path} (epoch {epoch})")
     return epoch, model
 
 
@@ -249,15 +266,3 @@ def seed_everything(seed):
     np.random.seed(seed % (2 ** 32))
     torch.manual_seed(seed)
 
-
-def rng_state():
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def set_rng_state(state):
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

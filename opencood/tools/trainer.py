@@ -1,33 +1,39 @@
-"""The training loop behind ``train.py`` and ``train_ddp.py``.
+"""The training loop behind ``train.py`` and ``train_ddp.py`` (and the training step ``benchmark.py`` times).
 
 One loop for single-process and DistributedDataParallel runs, so a DDP run resumes single-process
 and vice versa. Per epoch: reseed from (seed, epoch), re-draw the dataset's agent order/types,
 train, save ``net_epoch{N}.pth`` (+ ``train_state_epoch{N}.pth``) every ``save_freq`` epochs and at
 the end, validate every ``eval_freq`` epochs and keep a single ``net_epoch_bestval_at{N}.pth``.
-Reseeding from the epoch number makes a resumed run continue exactly where it stopped.
+Reseeding from the epoch number makes a resumed run continue exactly where it stopped. The console
+lines also go to ``train.log`` in the run folder.
+
+Building blocks: :func:`train_step` (one optimizer step), :func:`train_one_epoch`, :func:`validate`.
 """
 import argparse
 import contextlib
+import dataclasses
+import logging
 import math
 import os
 import sys
 import time
+from typing import Callable
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from opencood.data_utils.datasets import build_dataset
-from opencood.hypes_yaml.yaml_utils import load_yaml, require
-from opencood.tools import train_utils
+from opencood.hypes_yaml.yaml_utils import IGNORED_KEY, SOURCE_KEY, add_config_args, load_yaml, require
+from opencood.tools import loaders, train_utils
 from opencood.utils import checkpoint as ckpt
-from opencood.utils.errors import CheckpointError, exit_on_error
+from opencood.utils.errors import exit_on_error
+from opencood.utils.log import FILE_ONLY, close_log_file, setup_logging
 
+logger = logging.getLogger(__name__)
 
-# tensorboard scalar names the HEAL curves used
-_TB_NAMES = {"reg_loss": "Regression_loss", "cls_loss": "Confidence_loss", "dir_loss": "Dir_loss",
-             "depth_loss": "Depth_loss", "gen_loss": "Gen_loss", "total_loss": "Total_loss"}
+# HEAL's curve name of the total; every other term's name comes from the loss's TB_NAMES
+_TOTAL_TB_NAME = {"total_loss": "Total_loss"}
 
 
 def build_parser(ddp=False):
@@ -42,6 +48,7 @@ def build_parser(ddp=False):
     p.add_argument("--amp", action="store_true", help="mixed precision (bf16 where supported, else fp16+GradScaler)")
     train_utils.add_compile_args(p)
     p.add_argument("--log_root", default="opencood/logs", help="where new run folders are created")
+    add_config_args(p)  # --set key.path=value
     if ddp:
         p.add_argument("--dist_url", default="env://", help="kept for HEAL compatibility; env:// is used")
         p.add_argument("--half", action="store_true", help="HEAL's name for --amp")
@@ -90,15 +97,33 @@ def _amp_dtype(device):
     return torch.bfloat16
 
 
+def autocast_factory(device, enabled):
+    """Zero-argument context factory: ``torch.autocast`` at the AMP dtype of ``device``, or a no-op."""
+    if not enabled:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=_amp_dtype(device))
+
+
+def tensorboard_names(criterion):
+    """{loss term: tensorboard scalar name} from the loss's ``TB_NAMES`` (HEAL's curve names)."""
+    return {**_TOTAL_TB_NAME, **criterion.TB_NAMES}
+
+
 class _LossLog:
     """Per-step tensorboard scalars without a host-device sync per step.
 
     The loss terms of each step are kept as detached device tensors and copied to the host together
     every ``every`` steps (one sync instead of one per term and step); the curves are the same.
+
+    Args:
+        writer: tensorboardX SummaryWriter.
+        bar: the tqdm bar whose postfix shows the last total loss.
+        names: {term: scalar name} (:func:`tensorboard_names`); other terms keep their own name.
+        every: steps per host copy.
     """
 
-    def __init__(self, writer, bar, every=20):
-        self.writer, self.bar, self.every = writer, bar, every
+    def __init__(self, writer, bar, names, every=20):
+        self.writer, self.bar, self.names, self.every = writer, bar, names, every
         self.pending = []  # (step, names, stacked 0-d tensors)
 
     def add(self, step, tensors):
@@ -115,7 +140,7 @@ class _LossLog:
         values = torch.stack([v for _, _, v in self.pending]).cpu().tolist()  # one sync
         for (step, names, _), row in zip(self.pending, values):
             for k, v in zip(names, row):
-                self.writer.add_scalar(_TB_NAMES.get(k, k), v, step)
+                self.writer.add_scalar(self.names.get(k, k), v, step)
         names, row = self.pending[-1][1], values[-1]
         total = row[names.index("total_loss")] if "total_loss" in names else row[0]
         self.bar.set_postfix(loss=f"{total:.3f}")
@@ -127,170 +152,259 @@ def _has_gt(batch):
     return mask is None or bool(mask.sum() > 0)
 
 
-def compute_loss(model, criterion, batch, hypes):
-    """Forward + loss on one collated batch (HEAL: ego label_dict, optional single supervision)."""
-    out = model(batch["ego"])
-    loss = criterion(out, batch["ego"]["label_dict"])
-    if hypes.get("model", {}).get("args", {}).get("supervise_single") and "label_dict_single" in batch["ego"] \
-            and any(k.endswith("_single") for k in out):
-        w = float(hypes["train_params"].get("single_weight", 1.0))
-        loss = loss + w * criterion(out, batch["ego"]["label_dict_single"], suffix="_single")
+# ---------------------------------------------------------------------------------------------------------
+# one step, one epoch, validation
+# ---------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class TrainContext:
+    """What a training step needs.
+
+    Attributes:
+        net: the model, or its DistributedDataParallel wrapper (the forward runs through it).
+        criterion: the loss (:class:`opencood.loss.base_loss.Criterion`).
+        optimizer: over the model's trainable parameters.
+        scaler: ``torch.amp.GradScaler`` (enabled for fp16 autocast only).
+        autocast: zero-argument context factory (:func:`autocast_factory`).
+    """
+    net: torch.nn.Module
+    criterion: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    autocast: Callable = contextlib.nullcontext
+
+
+def make_train_context(hypes, model, criterion, device, amp=False):
+    """Optimizer (``hypes['optimizer']``), GradScaler and autocast of ``model`` on ``device``; net = model."""
+    use_scaler = amp and device.type == "cuda" and _amp_dtype(device) == torch.float16
+    return TrainContext(model, criterion, train_utils.setup_optimizer(hypes, model),
+                        torch.amp.GradScaler("cuda", enabled=use_scaler), autocast_factory(device, amp))
+
+
+def unwrap(net):
+    """The model inside a DistributedDataParallel wrapper (or ``net`` itself)."""
+    return net.module if isinstance(net, torch.nn.parallel.DistributedDataParallel) else net
+
+
+def forward_loss(net, criterion, batch):
+    """Forward and loss of one collated batch (on the model's device): ``(total, terms)``.
+
+    The model's :meth:`CooperativeModel.training_step` is called with ``forward=net``: the forward runs
+    through ``net``, because a DDP wrapper only synchronises gradients when its own forward is called.
+
+    Returns:
+        total loss (scalar tensor) and an ordered dict of detached 0-d tensors (``total_loss`` + terms).
+    """
+    return unwrap(net).training_step(batch, criterion, forward=net)
+
+
+def compute_loss(model, criterion, batch, hypes=None):
+    """Total loss of one batch (:func:`forward_loss` without the terms; ``hypes`` is not used)."""
+    return forward_loss(model, criterion, batch)[0]
+
+
+def train_step(ctx, batch):
+    """One optimizer step: forward and loss under autocast, backward through the GradScaler, step.
+
+    Args:
+        ctx: :class:`TrainContext`.
+        batch: collated batch already on the device (and device-preprocessed).
+
+    Returns:
+        (total loss, detached), terms ({name: detached 0-d tensor}); nothing here waits for the device.
+    """
+    ctx.optimizer.zero_grad(set_to_none=True)
+    with ctx.autocast():
+        total, terms = forward_loss(ctx.net, ctx.criterion, batch)
+    if total.requires_grad:  # a batch can reach no trainable parameter (e.g. only frozen agent types)
+        ctx.scaler.scale(total).backward()
+        ctx.scaler.step(ctx.optimizer)
+        ctx.scaler.update()
+    return total.detach(), terms
+
+
+def train_one_epoch(ctx, batches, dataset, device, first_step=0, loss_log=None, skip_no_gt=True):
+    """Train over ``batches`` once (model in train mode, then the model's ``model_train_init`` hook).
+
+    Args:
+        ctx: :class:`TrainContext`.
+        batches: the training loader (or a progress bar around it); None batches are skipped.
+        dataset: its dataset (``device_preprocess``).
+        device: the model's device.
+        first_step: global step of the first batch (tensorboard x axis).
+        loss_log: optional :class:`_LossLog`.
+        skip_no_gt: skip batches without any ground-truth box (decided on the host copy, no sync). A DDP
+            rank must not skip alone (its collectives would pair with another step), so DDP passes False.
+
+    Returns:
+        the last step's total loss (detached), or None when no batch was trained.
+    """
+    ctx.net.train()
+    unwrap(ctx.net).model_train_init()
+    loss = None
+    for i, batch in enumerate(batches):
+        if batch is None or (skip_no_gt and not _has_gt(batch)):
+            continue
+        batch = dataset.device_preprocess(train_utils.to_device(batch, device))
+        loss, terms = train_step(ctx, batch)
+        if loss_log is not None:
+            loss_log.add(first_step + i, terms)
+    if loss_log is not None:
+        loss_log.flush()
     return loss
 
 
-def run(opt, ddp=False):
-    """Train according to ``opt`` (see build_parser). Returns the run folder."""
-    dd = _Dist(ddp)
-    try:
-        return _run(opt, dd)
-    finally:
-        dd.close()
+@torch.no_grad()
+def validate(model, criterion, loader, dataset, device, autocast=contextlib.nullcontext):
+    """Mean loss over the validation batches that hold ground truth (eval mode; back to train mode after).
+
+    ``model`` is the unwrapped module: in a DDP run only rank 0 validates, and a DDP forward would start
+    collectives the other ranks never join.
+    """
+    model.eval()
+    total, n = torch.zeros((), dtype=torch.float64, device=device), 0
+    for batch in tqdm(loader, desc="validate", leave=False, file=sys.stdout):
+        if batch is None or not _has_gt(batch):
+            continue
+        batch = dataset.device_preprocess(train_utils.to_device(batch, device))
+        with autocast():
+            loss, _ = forward_loss(model, criterion, batch)
+        total += loss.detach().double()  # summed on the device: no sync per batch
+        n += 1
+    model.train()
+    return float(total) / max(n, 1)
 
 
-def _run(opt, dd):
-    hypes = load_yaml(None if opt.model_dir else opt.hypes_yaml, opt)
-    tp = require(hypes, "train_params", dict)
-    epochs = int(require(hypes, "train_params.epoches"))
-    save_freq = int(tp.get("save_freq", 1)) or 1
-    eval_freq = int(tp.get("eval_freq", 1)) or 1
-    amp = bool(getattr(opt, "amp", False) or getattr(opt, "half", False))
+# ---------------------------------------------------------------------------------------------------------
+# a whole run
+# ---------------------------------------------------------------------------------------------------------
+class _Training:
+    """One training run (a single process, or one rank of a DDP run): set up in ``__init__``, then ``fit``."""
 
-    device = torch.device(f"cuda:{dd.local_rank}" if torch.cuda.is_available() else "cpu")
-    train_utils.seed_everything(opt.seed)
+    def __init__(self, opt, dd):
+        self.opt, self.dd = opt, dd
+        hypes = self.hypes = load_yaml(None if opt.model_dir else opt.hypes_yaml, opt)
+        tp = require(hypes, "train_params", dict)
+        self.epochs = int(require(hypes, "train_params.epoches"))
+        self.save_freq = int(tp.get("save_freq", 1)) or 1
+        self.eval_freq = int(tp.get("eval_freq", 1)) or 1
+        self.device = torch.device(f"cuda:{dd.local_rank}" if torch.cuda.is_available() else "cpu")
+        train_utils.seed_everything(opt.seed)
+        # model and loss first: a config error of either surfaces before the datasets are read
+        self.model = train_utils.create_model(hypes)
+        self.criterion = train_utils.create_loss(hypes)
+        self.train_set = build_dataset(hypes, visualize=False, train=True)
+        self.val_set = build_dataset(hypes, visualize=False, train=False)
+        workers = opt.num_workers if opt.num_workers is not None else min(4, os.cpu_count() or 1)
+        self.train_loader, self.val_loader = loaders.build_loaders(
+            self.train_set, self.val_set, int(require(hypes, "train_params.batch_size")), workers, self.device,
+            opt.seed, rank=dd.rank if dd.enabled else None, world=dd.world)
+        self.run_dir = self._run_dir()
+        if dd.main:
+            self._start_log_file()
+        self.checkpointer = ckpt.Checkpointer(self.run_dir)
+        self.init_epoch, state = self._resume() if opt.model_dir else (0, None)
+        self.ctx, self.scheduler, self.best_val = self._optimization(state)
+        self.writer = None
+        if dd.main:
+            from tensorboardX import SummaryWriter
+            self.writer = SummaryWriter(self.run_dir)
 
-    train_set = build_dataset(hypes, visualize=False, train=True)
-    val_set = build_dataset(hypes, visualize=False, train=False)
-    workers = opt.num_workers if opt.num_workers is not None else min(4, os.cpu_count() or 1)
-    bs = int(require(hypes, "train_params.batch_size"))
-    # The shuffle order of epoch e depends only on (seed, e): DistributedSampler via set_epoch, else a sampler
-    # with its own generator reseeded every epoch (drawing from the global RNG would tie the order to whatever
-    # else used it, e.g. persistent workers draw their base seed only once, so a resumed run would differ).
-    shuffle_gen = torch.Generator()
-    sampler = DistributedSampler(train_set, num_replicas=dd.world, rank=dd.rank, shuffle=True,
-                                 seed=opt.seed, drop_last=True) if dd.enabled else \
-        RandomSampler(train_set, generator=shuffle_gen)
-    loader_kw = dict(num_workers=workers, pin_memory=device.type == "cuda",
-                     persistent_workers=workers > 0, prefetch_factor=2 if workers > 0 else None,
-                     worker_init_fn=train_utils.dataloader_worker_init)
-    train_loader = DataLoader(train_set, batch_size=bs, sampler=sampler,
-                              collate_fn=train_set.collate_batch_train, drop_last=True, **loader_kw)
-    val_loader = DataLoader(val_set, batch_size=bs, shuffle=False, collate_fn=train_set.collate_batch_train,
-                            drop_last=False, **loader_kw)
+    def _run_dir(self):
+        """``--model_dir``, or a new ``<log_root>/<name>_<time>`` folder made by rank 0."""
+        if self.opt.model_dir:
+            return self.opt.model_dir
+        run_dir = train_utils.setup_train(self.hypes, self.opt.log_root) if self.dd.main else None
+        return self.dd.broadcast_object(run_dir)
 
-    model = train_utils.create_model(hypes)
-    criterion = train_utils.create_loss(hypes)
+    def _start_log_file(self):
+        setup_logging(self.run_dir, "train.log")
+        ignored = self.hypes.get(IGNORED_KEY)
+        if ignored:  # load_yaml showed this line on the console before the run folder existed
+            logger.info(f"config {self.hypes[SOURCE_KEY]}: keys without effect here (ignored): {', '.join(ignored)}",
+                        extra=FILE_ONLY)
 
-    # ---- where to write, where to resume from -------------------------------------------------
-    init_epoch, state = 0, None
-    if opt.model_dir:
-        saved_path = opt.model_dir
-        init_epoch, path = _resume_point(saved_path)
-        if path is not None:
-            required = tuple(model.required_prefixes()) if hasattr(model, "required_prefixes") else ()
-            train_utils.load_state_into(model, path, strict=not required, required_prefixes=required)
-            sp = ckpt.train_state_path(saved_path, init_epoch)
-            if os.path.isfile(sp):
-                try:
-                    state = torch.load(sp, map_location="cpu", weights_only=False)
-                except Exception as e:
-                    raise CheckpointError(f"{sp}: cannot read training state ({type(e).__name__})") from None
-            if dd.main:
-                print(f"resuming from {path} at epoch {init_epoch}" + (" with optimizer state" if state else ""))
-    else:
-        saved_path = train_utils.setup_train(hypes, opt.log_root) if dd.main else None
-        saved_path = dd.broadcast_object(saved_path)
+    def _resume(self):
+        """Load the resume checkpoint into the model: ``(first epoch, training state or None)``."""
+        epoch, path = self.checkpointer.resume_point()
+        if path is None:
+            return 0, None
+        required = tuple(self.model.required_prefixes())
+        train_utils.load_state_into(self.model, path, strict=not required, required_prefixes=required)
+        state = self.checkpointer.load_train_state(epoch)
+        if self.dd.main:
+            logger.info(f"resuming from {path} at epoch {epoch}" + (" with optimizer state" if state else ""))
+        return epoch, state
 
-    model.to(device)
-    compiled = train_utils.compile_from_args(model, opt)
-    if compiled and dd.main:
-        print(f"torch.compile ({opt.compile}): {', '.join(compiled)}")
-    optimizer = train_utils.setup_optimizer(hypes, model)
-    scheduler = train_utils.setup_lr_schedular(hypes, optimizer, init_epoch if state is None else 0)
-    use_scaler = amp and device.type == "cuda" and _amp_dtype(device) == torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-    best_val = math.inf
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler") and use_scaler:
-            scaler.load_state_dict(state["scaler"])
-        best_val = state.get("best_val", math.inf)
+    def _optimization(self, state):
+        """Model on the device (compiled, DDP-wrapped), optimizer, scheduler, scaler, best validation loss."""
+        opt, model = self.opt, self.model
+        model.to(self.device)
+        compiled = train_utils.compile_from_args(model, opt)
+        if compiled and self.dd.main:
+            logger.info(f"torch.compile ({opt.compile}): {', '.join(compiled)}")
+        amp = bool(getattr(opt, "amp", False) or getattr(opt, "half", False))
+        ctx = make_train_context(self.hypes, model, self.criterion, self.device, amp)
+        scheduler = train_utils.setup_lr_schedular(self.hypes, ctx.optimizer, self.init_epoch if state is None else 0)
+        best_val = math.inf
+        if state is not None:
+            ctx.optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if state["scaler"] and ctx.scaler.is_enabled():
+                ctx.scaler.load_state_dict(state["scaler"])
+            best_val = state["best_val"]
+            ckpt.set_rng_state(state["rng"])
+        if self.dd.enabled:
+            ctx.net = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.dd.local_rank] if self.device.type == "cuda" else None,
+                find_unused_parameters=bool(model.has_unused_parameters))
+        return ctx, scheduler, best_val
 
-    net = model
-    if dd.enabled:
-        find_unused = bool(getattr(model, "has_unused_parameters", False))
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[dd.local_rank] if device.type == "cuda" else None,
-            find_unused_parameters=find_unused)
+    def _state(self, epoch):
+        return ckpt.train_state(epoch, self.ctx.optimizer, self.scheduler, self.ctx.scaler, self.best_val)
 
-    writer = None
-    if dd.main:
-        from tensorboardX import SummaryWriter
-        writer = SummaryWriter(saved_path)
+    def fit(self):
+        last = max(self.epochs, self.init_epoch)
+        for epoch in range(self.init_epoch, last):
+            self._train_epoch(epoch)
+            final = epoch + 1 == last
+            if self.dd.main and (epoch % self.save_freq == 0 or final):
+                self.checkpointer.save(epoch + 1, self.model, self._state(epoch + 1))
+            if epoch % self.eval_freq == 0 or final:
+                self._validate(epoch)
+            self.dd.barrier()
+        if self.dd.enabled:
+            _check_ranks_in_sync(self.model, self.dd)
+        if self.writer is not None:
+            self.writer.close()
 
-    autocast = (lambda: torch.autocast(device.type, dtype=_amp_dtype(device))) if amp else contextlib.nullcontext
-    for epoch in range(init_epoch, max(epochs, init_epoch)):
+    def _train_epoch(self, epoch):
+        opt, dd = self.opt, self.dd
         train_utils.seed_everything(opt.seed * 100003 + epoch * 1009 + dd.rank)
-        if hasattr(train_set, "reseed"):
-            train_set.reseed(opt.seed * 100003 + epoch)
-        train_set.reinitialize()
-        if dd.enabled:
-            sampler.set_epoch(epoch)
-        else:
-            shuffle_gen.manual_seed(opt.seed * 100003 + epoch)
-        net.train()
-        if hasattr(model, "model_train_init"):
-            model.model_train_init()
-        bar = tqdm(train_loader, desc=f"epoch {epoch}", disable=not dd.main, leave=False, file=sys.stdout)
-        t0, loss = time.time(), None
-        log = _LossLog(writer, bar) if dd.main else None
-        for i, batch in enumerate(bar):
-            if batch is None or (not dd.enabled and not _has_gt(batch)):  # checked on the host copy: no sync
-                continue
-            batch = train_set.device_preprocess(train_utils.to_device(batch, device))
-            optimizer.zero_grad(set_to_none=True)
-            with autocast():
-                loss = compute_loss(net, criterion, batch, hypes)
-            if loss.requires_grad:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            if log is not None:
-                log.add(epoch * len(train_loader) + i, getattr(criterion, "loss_tensors", {"total_loss": loss}))
-        if log is not None:
-            log.flush()
+        self.train_set.reseed(loaders.epoch_seed(opt.seed, epoch))
+        self.train_set.reinitialize()
+        self.train_loader.sampler.set_epoch(epoch)
+        t0 = time.time()
+        bar = tqdm(self.train_loader, desc=f"epoch {epoch}", disable=not dd.main, leave=False, file=sys.stdout)
+        loss_log = _LossLog(self.writer, bar, tensorboard_names(self.criterion)) if dd.main else None
+        loss = train_one_epoch(self.ctx, bar, self.train_set, self.device, epoch * len(self.train_loader),
+                               loss_log, skip_no_gt=not dd.enabled)
         if dd.main and loss is not None:
-            print(f"epoch {epoch}: last loss {float(loss):.4f}, {time.time() - t0:.1f} s, "
-                  f"lr {optimizer.param_groups[0]['lr']:.2e}")
-        scheduler.step()
+            logger.info(f"epoch {epoch}: last loss {float(loss):.4f}, {time.time() - t0:.1f} s, "
+                        f"lr {self.ctx.optimizer.param_groups[0]['lr']:.2e}")
+        self.scheduler.step()
 
-        last = epoch + 1 == max(epochs, init_epoch)
-        if dd.main and (epoch % save_freq == 0 or last):
-            _save(saved_path, epoch + 1, model, optimizer, scheduler, scaler, best_val)
-        if epoch % eval_freq == 0 or last:
-            # rank 0 validates on the unwrapped module: DDP forward would start collectives the other ranks never join
-            val_loss = _validate(model, criterion, val_loader, val_set, hypes, device, autocast) \
-                if dd.main else None
-            val_loss = dd.broadcast_object(val_loss)
-            if dd.main:
-                print(f"epoch {epoch}: validation loss {val_loss:.4f}")
-                writer.add_scalar("Validate_Loss", val_loss, epoch)
-                if val_loss < best_val:
-                    best_val = val_loss
-                    for p in ckpt.bestval_checkpoints(saved_path).values():
-                        os.remove(p)
-                    ckpt.atomic_torch_save(model.state_dict(),
-                                           os.path.join(saved_path, f"net_epoch_bestval_at{epoch + 1}.pth"))
-                    _save_state(saved_path, epoch + 1, optimizer, scheduler, scaler, best_val)
-        dd.barrier()
-    if dd.enabled:
-        _check_ranks_in_sync(model, dd)
-    if writer is not None:
-        writer.close()
-    if dd.main and not opt.skip_test:
-        from opencood.tools import inference
-        inference.main(["--model_dir", saved_path, "--fusion_method", opt.fusion_method])
-    return saved_path
+    def _validate(self, epoch):
+        """Rank 0 validates, every rank gets the value; a new best replaces the bestval checkpoint."""
+        val_loss = validate(self.model, self.criterion, self.val_loader, self.val_set, self.device,
+                            self.ctx.autocast) if self.dd.main else None
+        val_loss = self.dd.broadcast_object(val_loss)
+        if not self.dd.main:
+            return
+        logger.info(f"epoch {epoch}: validation loss {val_loss:.4f}")
+        self.writer.add_scalar("Validate_Loss", val_loss, epoch)
+        if val_loss < self.best_val:
+            self.best_val = val_loss
+            self.checkpointer.save_bestval(epoch + 1, self.model, self._state(epoch + 1))
 
 
 @torch.no_grad()
@@ -305,55 +419,26 @@ def _check_ranks_in_sync(model, dd):
     dist.all_gather(gathered, sums)
     same = all(torch.equal(g, gathered[0]) for g in gathered)
     if dd.main:
-        print(f"DDP: weights {'identical' if same else 'DIFFER'} on {dd.world} ranks "
-              f"(checksum {float(gathered[0].sum()):.6f})")
+        logger.info(f"DDP: weights {'identical' if same else 'DIFFER'} on {dd.world} ranks "
+                    f"(checksum {float(gathered[0].sum()):.6f})")
     if not same:
         raise RuntimeError("DDP ranks ended with different weights")
 
 
-def _resume_point(saved_path):
-    """Latest ``net_epoch{N}.pth`` (a bestval file only when no regular checkpoint exists)."""
-    if not os.path.isdir(saved_path):
-        raise CheckpointError(f"{saved_path}: model folder not found")
-    epochs = ckpt.epoch_checkpoints(saved_path)
-    if epochs:
-        last = max(epochs)
-        return last, epochs[last]
-    return ckpt.find_checkpoint(saved_path, prefer_bestval=True)
-
-
-def _save_state(saved_path, epoch, optimizer, scheduler, scaler, best_val):
-    state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "scaler": scaler.state_dict(), "best_val": best_val, "rng": train_utils.rng_state()}
-    ckpt.atomic_torch_save(state, ckpt.train_state_path(saved_path, epoch))
-
-
-def _save(saved_path, epoch, model, optimizer, scheduler, scaler, best_val):
-    # training state first: a model checkpoint on disk always has its state beside it
-    _save_state(saved_path, epoch, optimizer, scheduler, scaler, best_val)
-    ckpt.atomic_torch_save(model.state_dict(), os.path.join(saved_path, f"net_epoch{epoch}.pth"))
-    for f in os.listdir(saved_path):
-        if f.startswith("train_state_epoch") and f != os.path.basename(ckpt.train_state_path(saved_path, epoch)):
-            keep = {os.path.basename(ckpt.train_state_path(saved_path, e))
-                    for e in ckpt.bestval_checkpoints(saved_path)}
-            if f not in keep:
-                os.remove(os.path.join(saved_path, f))
-
-
-@torch.no_grad()
-def _validate(net, criterion, loader, dataset, hypes, device, autocast):
-    net.eval()
-    total, n = torch.zeros((), dtype=torch.float64, device=device), 0
-    for batch in tqdm(loader, desc="validate", leave=False, file=sys.stdout):
-        if batch is None or not _has_gt(batch):
-            continue
-        batch = dataset.device_preprocess(train_utils.to_device(batch, device))
-        with autocast():
-            loss = compute_loss(net, criterion, batch, hypes)
-        total += loss.detach().double()  # summed on the device: no sync per batch
-        n += 1
-    net.train()
-    return float(total) / max(n, 1)
+def run(opt, ddp=False):
+    """Train according to ``opt`` (see build_parser), then test unless ``--skip_test``. Returns the run folder."""
+    dd = _Dist(ddp)
+    setup_logging()
+    try:
+        training = _Training(opt, dd)
+        training.fit()
+        if dd.main and not opt.skip_test:
+            from opencood.tools import inference
+            inference.main(["--model_dir", training.run_dir, "--fusion_method", opt.fusion_method])
+        return training.run_dir
+    finally:
+        close_log_file()
+        dd.close()
 
 
 def main(argv=None, ddp=False):

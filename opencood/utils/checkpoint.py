@@ -3,13 +3,20 @@
 Layout in a run folder (HEAL-compatible):
 - ``net_epoch{N}.pth``               plain model ``state_dict`` after N epochs;
 - ``net_epoch_bestval_at{N}.pth``    plain ``state_dict`` of the best validation epoch (at most one);
-- ``train_state_epoch{N}.pth``       optimizer, scheduler, epoch, RNG states and best val loss, so a
-                                     resumed run continues exactly where it stopped.
+- ``train_state_epoch{N}.pth``       optimizer, scheduler, GradScaler, epoch, RNG states and best val
+                                     loss, so a resumed run continues exactly where it stopped. Only
+                                     tensors, numbers, strings and containers of them: it loads with
+                                     ``torch.load(weights_only=True)``, so a planted file cannot run code.
+
+:class:`Checkpointer` owns these files for the trainer.
 """
 import glob
+import math
 import os
+import random
 import re
 
+import numpy as np
 import torch
 
 from opencood.utils.atomic_io import atomic_open
@@ -116,3 +123,123 @@ def check_state_dict(model, state_dict, path, strict=True, required_prefixes=())
 
 def train_state_path(model_dir, epoch):
     return os.path.join(model_dir, f"train_state_epoch{epoch}.pth")
+
+
+def rng_state():
+    """RNG states of python, numpy, torch and CUDA as tensors, lists and numbers (``weights_only``-safe)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {"python": [version, list(internal), gauss_next],
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)},
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state):
+    """Restore what :func:`rng_state` returned (CUDA states only on a machine with as many devices)."""
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+        torch.cuda.set_rng_state_all(cuda)
+
+
+_TRAIN_STATE_KEYS = ("epoch", "optimizer", "scheduler", "scaler", "best_val", "rng")
+
+
+def load_train_state(path):
+    """Read a ``train_state_epoch{N}.pth`` with ``weights_only=True``.
+
+    Raises:
+        CheckpointError: one line naming the file when it cannot be read (truncated, or holding anything
+            but tensors/numbers/containers, e.g. pickled code) or lacks a key.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt zip, or an object the weights-only unpickler refuses
+        raise CheckpointError(f"{path}: cannot read training state "
+                              f"({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None
+    missing = [k for k in _TRAIN_STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a training state (missing key '{missing[0]}')")
+    return state
+
+
+class Checkpointer:
+    """The checkpoint files of one run folder (names and layout: see the module docstring).
+
+    Args:
+        run_dir: the run folder (must exist).
+    """
+
+    def __init__(self, run_dir):
+        self.run_dir = run_dir
+
+    def resume_point(self):
+        """Where a run resumes: the latest ``net_epoch{N}.pth``, a bestval file only when there is none.
+
+        Returns:
+            (epoch, path), or (0, None) for an empty folder.
+
+        Raises:
+            CheckpointError: the folder does not exist, or several bestval files and no regular one.
+        """
+        if not os.path.isdir(self.run_dir):
+            raise CheckpointError(f"{self.run_dir}: model folder not found")
+        epochs = epoch_checkpoints(self.run_dir)
+        if epochs:
+            last = max(epochs)
+            return last, epochs[last]
+        return find_checkpoint(self.run_dir, prefer_bestval=True)
+
+    def load_train_state(self, epoch):
+        """The training state saved with epoch ``epoch``, or None when there is none (e.g. a merged file)."""
+        path = train_state_path(self.run_dir, epoch)
+        return load_train_state(path) if os.path.isfile(path) else None
+
+    def save(self, epoch, model, state):
+        """Write ``train_state_epoch{epoch}.pth`` then ``net_epoch{epoch}.pth`` (each atomically), then drop
+        older training states except the bestval epoch's.
+
+        The training state goes first: a model checkpoint on disk always has its state beside it.
+
+        Args:
+            epoch: number of finished epochs.
+            model: the unwrapped module (plain state_dict keys).
+            state: the training state (see :func:`train_state`).
+        """
+        atomic_torch_save(state, train_state_path(self.run_dir, epoch))
+        atomic_torch_save(model.state_dict(), os.path.join(self.run_dir, f"net_epoch{epoch}.pth"))
+        self.cleanup_train_states(keep_epoch=epoch)
+
+    def save_bestval(self, epoch, model, state):
+        """Replace the single ``net_epoch_bestval_at{N}.pth`` by ``..._at{epoch}.pth`` and save its state."""
+        for path in bestval_checkpoints(self.run_dir).values():
+            os.remove(path)
+        atomic_torch_save(model.state_dict(), os.path.join(self.run_dir, f"net_epoch_bestval_at{epoch}.pth"))
+        atomic_torch_save(state, train_state_path(self.run_dir, epoch))
+
+    def cleanup_train_states(self, keep_epoch):
+        """Remove every ``train_state_epoch*.pth`` but ``keep_epoch``'s and the bestval epochs'."""
+        keep = {os.path.basename(train_state_path(self.run_dir, e))
+                for e in [keep_epoch, *bestval_checkpoints(self.run_dir)]}
+        for f in os.listdir(self.run_dir):
+            if f.startswith("train_state_epoch") and f not in keep:
+                os.remove(os.path.join(self.run_dir, f))
+
+
+def train_state(epoch, optimizer, scheduler, scaler, best_val=math.inf):
+    """The training state of a run after ``epoch`` epochs, as :class:`Checkpointer` saves it.
+
+    Args:
+        epoch: number of finished epochs.
+        optimizer, scheduler, scaler: their ``state_dict()`` is stored (tensors, numbers, lists, Counter).
+        best_val: best validation loss so far.
+    """
+    return {"epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "best_val": float(best_val), "rng": rng_state()}

@@ -1,6 +1,4 @@
-"""Model helpers: checkpoint key renaming (HEAL ``rename_model_dict_keys``) and BatchNorm freezing."""
-import torch.nn as nn
-
+"""Checkpoint key renaming (HEAL's ``rename_model_dict_keys``; CLI: ``heal_tools.py rename_keys``)."""
 from opencood.utils.checkpoint import atomic_torch_save, read_state_dict
 from opencood.utils.errors import CheckpointError
 
@@ -45,27 +43,3 @@ def rename_model_dict_keys(pretrained_dict_path, rename_dict):
         atomic_torch_save(state, pretrained_dict_path)
     return state
 
-
-def fix_bn(m):
-    """Put a BatchNorm module in eval mode (use with ``model.apply(fix_bn)``): running stats stop updating."""
-    if isinstance(m, nn.modules.batchnorm._BatchNorm):
-        m.eval()
-
-
-def unfix_bn(m):
-    """Put a BatchNorm module back in train mode (use with ``model.apply(unfix_bn)``)."""
-    if isinstance(m, nn.modules.batchnorm._BatchNorm):
-        m.train()
-
-
-def fix_frozen_bn(model):
-    """Eval-mode every BatchNorm whose parameters are all frozen (``requires_grad`` False).
-
-    Call after ``model.train()`` each epoch (e.g. from ``model_train_init``) so frozen modules keep their
-    running statistics, fixing the reference's drift of "frozen" BN stats.
-    """
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            params = list(m.parameters(recurse=False))
-            if params and not any(p.requires_grad for p in params):
-                m.eval()

@@ -12,7 +12,7 @@ from opencood.utils.registry import LOSSES, MODELS
 
 RANGE = [-12.8, -6.4, -3.0, 12.8, 6.4, 1.0]  # pillar grid 64 x 32 at 0.4 m -> features 16 x 8
 VFE = {"use_norm": True, "with_distance": False, "use_absolute_xyz": True, "num_filters": [64]}
-ENC = {"voxel_size": [0.4, 0.4, 4.0], "lidar_range": RANGE, "max_cav": 5, "pillar_vfe": VFE,
+ENC = {"voxel_size": [0.4, 0.4, 4.0], "lidar_range": RANGE, "pillar_vfe": VFE,
        "point_pillar_scatter": {"num_features": 64, "grid_size": [64, 32, 1]}}
 C = 16
 ARGS = {
@@ -234,13 +234,16 @@ def test_narrow_grid_message_extracted_before_zero_padding():
     half = [-6.4, -6.4, -3.0, 6.4, 6.4, 1.0]
     args["m2"]["encoder_args"] = dict(ENC, lidar_range=half,
                                       point_pillar_scatter={"num_features": 64, "grid_size": [32, 32, 1]})
+    args["m2"]["sensor_type"] = "camera"  # cropped/padded like a camera map, by its grid's x/y extent
+    args["m2"]["camera_mask_args"] = {"grid_conf": {"xbound": [-6.4, 6.4, 0.4], "ybound": [-6.4, 6.4, 0.4]}}
     torch.manual_seed(0)
     model = MODELS.get("heter_model_baseline_w_gencomm_stage1")(args).eval()
-    model.crop_ratio["m2"] = (1.0, 2.0)
+    assert model.crop_ratio["m2"] == (1.0, 2.0)
     batch = make_batch()
     batch["inputs_m2"] = random_voxels(3, torch.Generator().manual_seed(5), nx=32, x_min=-6.4)
     with torch.no_grad():
-        feats, msgs, _ = model.encode_with_messages(batch)
+        feats, extras, _ = model.encode_agents(batch)
+        msgs = extras["message"]
         out = model(batch)
     m2 = torch.tensor([False, True, False, True, True])
     assert msgs.shape == (5, 2, 8, 16) and out["cls_preds"].shape == (2, 2, 8, 16)
@@ -265,3 +268,47 @@ def test_sender_frame_start_moves_ego_map_into_each_senders_frame():
     assert torch.equal(ref.generation_start_features(feats, batch)[1], feats[0])
     with pytest.raises(ConfigError, match="generation_start"):
         build(generation_start="world")
+
+
+# (sum, sum of squares) of each output of the pre-refactor stage-1 model, eval mode, eval_seed 3.
+HEAD_EVAL_OUTPUTS = {"cls_preds": (-83.611616, 61.566361), "reg_preds": (189.133588, 488.585279),
+                     "dir_preds": (-115.744432, 94.426165), "fused_feature": (-185.609621, 1234.158814),
+                     "pred_feature": (-63.201785, 1463.964804), "message": (18.516816, 14.120579)}
+
+
+def test_stage1_outputs_equal_the_pre_refactor_model():
+    model = build(gencomm=dict(ARGS["gencomm"], eval_seed=3)).eval()
+    with torch.no_grad():
+        out = model(make_batch())
+    for name, (total, squares) in HEAD_EVAL_OUTPUTS.items():
+        t = out[name].double()
+        assert float(t.sum()) == pytest.approx(total, rel=1e-5, abs=1e-4), name
+        assert float((t * t).sum()) == pytest.approx(squares, rel=1e-5), name
+
+
+def test_gencomm_adds_its_message_through_the_hook_only():
+    from opencood.models.heter_model_baseline import HeterModelBaseline
+    from opencood.models.heter_model_baseline_w_gencomm import (HeterModelBaselineWGenComm,
+                                                                HeterModelBaselineWGenCommStage2)
+
+    loop = {"encode_agents", "encode_type", "run_encoder", "stack_in_agent_order", "crop_to_lidar_grid"}
+    for cls in (HeterModelBaselineWGenComm, HeterModelBaselineWGenCommStage2):
+        assert not loop & set(vars(cls)), cls  # the encode loop is the baseline's
+        assert issubclass(cls, HeterModelBaseline) and "type_outputs" in vars(HeterModelBaselineWGenComm)
+    model = build().eval()
+    calls = []
+    hook = model.type_outputs
+    model.type_outputs = lambda feature, m: calls.append((m, tuple(feature.shape))) or hook(feature, m)
+    with torch.no_grad():
+        out = model(make_batch())
+    assert calls == [("m1", (2, C, 8, 16)), ("m2", (3, C, 8, 16))]  # once per type present, own grid
+    assert out["message"].shape == (5, 2, 8, 16)
+
+
+def test_misspelt_keys_fail_with_a_suggestion():
+    with pytest.raises(ConfigError, match="unknown key 'model.args.generate_egoo'; did you mean 'generate_ego'"):
+        build(generate_egoo=False)
+    with pytest.raises(ConfigError, match="unknown key 'model.args.gencomm.diffusion.beta_strat'; did you mean"):
+        build(gencomm=dict(ARGS["gencomm"], diffusion=dict(ARGS["gencomm"]["diffusion"], beta_strat=0.1)))
+    with pytest.raises(ConfigError, match="'model.args.max' configures fusion_method 'max'"):
+        build(max={})

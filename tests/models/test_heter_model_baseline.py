@@ -8,7 +8,7 @@ from opencood.utils.registry import MODELS
 
 RANGE = [-12.8, -6.4, -3.0, 12.8, 6.4, 1.0]  # grid 64 x 32 at 0.4 m
 VFE = {"use_norm": True, "with_distance": False, "use_absolute_xyz": True, "num_filters": [64]}
-ENC = {"voxel_size": [0.4, 0.4, 4.0], "lidar_range": RANGE, "max_cav": 5, "pillar_vfe": VFE,
+ENC = {"voxel_size": [0.4, 0.4, 4.0], "lidar_range": RANGE, "pillar_vfe": VFE,
        "point_pillar_scatter": {"num_features": 64, "grid_size": [64, 32, 1]}}
 ARGS = {
     "lidar_range": RANGE,
@@ -80,16 +80,16 @@ def test_features_restacked_in_agent_order():
     torch.manual_seed(0)
     model = MODELS.get("heter_model_baseline")(copy.deepcopy(ARGS)).eval()
     batch = make_batch(torch.Generator().manual_seed(1))
-    feats, _ = model.encode_agents(batch)
-    assert feats.shape == (3, 16, 8, 16)
-    m1 = model.encode_modality(batch, "m1")
-    m2 = model.encode_modality(batch, "m2")
+    feats, extras, aux = model.encode_agents(batch)
+    assert feats.shape == (3, 16, 8, 16) and extras == {} and aux == {}
+    m1, _ = model.encode_type(batch, "m1")
+    m2, _ = model.encode_type(batch, "m2")
     assert torch.allclose(feats[0], m1[0]) and torch.allclose(feats[2], m1[1]) and torch.allclose(feats[1], m2[0])
 
 
 def test_single_modality_without_list_and_max_fusion():
     args = copy.deepcopy(ARGS)
-    del args["m2"]
+    del args["m2"], args["att"]
     args["fusion_method"] = "max"
     model = MODELS.get("heter_model_baseline")(args)
     g = torch.Generator().manual_seed(2)
@@ -156,3 +156,94 @@ def test_m1_config_from_yaml_parser_param_counts():
     assert count("encoder_m1.") + count("backbone_m1.") == 768 + 6_577_408
     assert count("shrinker_m1.") == 384 * 128 * 9 + 128 + 128 * 128 * 9 + 128
     assert count("cls_head.") + count("reg_head.") + count("dir_head.") == (128 + 1) * (2 + 14 + 4)
+
+
+# (sum, sum of squares) of each output of the pre-refactor model, eval mode, seed 0 for weights and batch.
+HEAD_OUTPUTS = {"cls_preds": (51.669901, 7.236771), "reg_preds": (-81.13348, 71.91209),
+                "dir_preds": (-78.299554, 36.91445), "fused_feature": (60.572106, 3.340401)}
+
+
+def test_outputs_equal_the_pre_refactor_model_and_forward_stores_nothing():
+    from tests.models.module_state import attribute_snapshot
+
+    torch.manual_seed(0)
+    model = MODELS.get("heter_model_baseline")(copy.deepcopy(ARGS)).eval()
+    before = attribute_snapshot(model)
+    with torch.no_grad():
+        out = model(make_batch(torch.Generator().manual_seed(0)))
+    assert attribute_snapshot(model) == before
+    for name, (total, squares) in HEAD_OUTPUTS.items():
+        t = out[name].double()
+        assert float(t.sum()) == pytest.approx(total, rel=1e-5, abs=1e-4), name
+        assert float((t * t).sum()) == pytest.approx(squares, rel=1e-5), name
+
+
+def test_fusion_gets_one_typed_input_and_encoder_aux_reaches_the_output():
+    from opencood.models.fuse_modules.fusion_input import FusionInput
+
+    model = MODELS.get("heter_model_baseline")(copy.deepcopy(ARGS))
+    seen = []
+    model.fusion_net.register_forward_hook(lambda m, inp, out: seen.append((inp, out)))
+    marker, encode = torch.zeros(1), model.encoder_m2.forward
+    model.encoder_m2.forward = lambda data_dict, m: (encode(data_dict, m)[0], {"depth_items": marker})
+    out = model(make_batch(torch.Generator().manual_seed(0)))
+    (inp,), (fused, aux) = seen[0]
+    assert isinstance(inp, FusionInput) and inp.features.shape == (3, 16, 8, 16)
+    assert inp.agent_types == ["m1", "m2", "m1"] and inp.affine.shape == (2, 5, 5, 2, 3)
+    assert inp.cell == pytest.approx((1.6, 1.6)) and aux == {} and fused.shape == (2, 16, 8, 16)
+    assert out["depth_items_m2"] is marker and "depth_items_m1" not in out
+
+
+# Parameter counts (all, trainable) of every shipped experiment before the refactor.
+SHIPPED_COUNTS = {
+    "demo/gencomm/stage1/m1_att.yaml": (420_592, 420_592),
+    "demo/gencomm/stage1/m2_att.yaml": (13_329_628, 13_329_628),
+    "demo/gencomm/stage1/m3_att.yaml": (1_016_432, 1_016_432),
+    "demo/gencomm/stage1/m4_att.yaml": (1_922_208, 1_922_208),
+    "demo/gencomm/stage2/m1m2_att.yaml": (13_677_968, 55_796),
+    "demo/gencomm/stage2/m1m2m3m4_att_infer.yaml": (16_472_104, 167_388),
+    "demo/gencomm/stage2/m1m3_att.yaml": (1_364_772, 55_796),
+    "demo/gencomm/stage2/m1m4_att.yaml": (2_270_548, 55_796),
+    "demo/m1_pointpillar_attfuse.yaml": (293_844, 293_844),
+    "exemplar.yaml": (27_711_312, 27_711_312),
+    "opv2v/GenComm_yamls/gencomm/stage1/m1_att.yaml": (7_461_296, 7_461_296),
+    "opv2v/GenComm_yamls/gencomm/stage1/m2_att.yaml": (20_440_028, 20_440_028),
+    "opv2v/GenComm_yamls/gencomm/stage1/m3_att.yaml": (1_895_152, 1_895_152),
+    "opv2v/GenComm_yamls/gencomm/stage1/m4_att.yaml": (9_032_608, 9_032_608),
+    "opv2v/GenComm_yamls/gencomm/stage2/m1m2_att.yaml": (27_711_312, 103_028),
+    "opv2v/GenComm_yamls/gencomm/stage2/m1m2m3m4_att_infer.yaml": (38_259_048, 309_084),
+    "opv2v/GenComm_yamls/gencomm/stage2/m1m3_att.yaml": (9_166_436, 103_028),
+    "opv2v/GenComm_yamls/gencomm/stage2/m1m4_att.yaml": (16_303_892, 103_028),
+    "opv2v/LiDAROnly/lidar_att.yaml": (8_058_388, 8_058_388),
+}
+
+
+@pytest.mark.parametrize("rel", sorted(SHIPPED_COUNTS))
+def test_shipped_configs_build_with_unchanged_parameter_counts(rel):
+    import os
+
+    from opencood.hypes_yaml.yaml_utils import load_yaml
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    h = load_yaml(os.path.join(repo, "opencood/hypes_yaml", rel))
+    cls = MODELS.get(h["model"]["core_method"])
+    chain = cls.feature_chain(h["model"]["args"])  # the loader-time check, without building
+    model = cls(h["model"]["args"])
+    assert tuple(model.feature.shape) == chain.output.shape
+    total = sum(p.numel() for p in model.parameters())
+    assert (total, model.trainable_parameter_count()) == SHIPPED_COUNTS[rel]
+
+
+def test_every_registered_component_declares_its_config():
+    from opencood.models.base_model import CooperativeModel
+    from opencood.utils.config import Schema
+    from opencood.utils.registry import ENCODERS, FUSION_MODULES
+
+    for name in MODELS.names():
+        cls = MODELS.get(name)
+        assert issubclass(cls, CooperativeModel) and isinstance(cls.CONFIG, Schema), name
+    for name in ENCODERS.names():
+        cls = ENCODERS.get(name)
+        assert isinstance(cls.CONFIG, Schema) and callable(cls.feature_info), name
+    for name in FUSION_MODULES.names():
+        assert isinstance(FUSION_MODULES.get(name).CONFIG, Schema), name

@@ -7,9 +7,11 @@ from PIL import Image
 from opencood.models.sub_modules.lift_splat_shoot import LiftSplatShoot
 from opencood.models.sub_modules.lss_submodule import (bin_depths, create_frustum, depth_bin_values,
                                                        frustum_to_lidar, gen_dx_bx, splat_sum)
-from opencood.utils.camera_utils import collate_camera, process_camera_data
+from opencood.data_utils.datasets.basedataset.agent_frame import CameraView
+from opencood.utils.camera_utils import camera_to_lidar, collate_camera, process_camera_data
 from opencood.utils.errors import ConfigError
 from opencood.utils.registry import ENCODERS
+from tests.models.module_state import attribute_snapshot
 
 F_PX, CX, CY = 40.0, 48.0, 32.0
 YAW = np.radians(30.0)
@@ -33,18 +35,18 @@ def camera_inputs(augment=False):
     Without ``augment`` the images are not resized, cropped or rotated; with it, training augmentation.
     """
     base = np.array(LIDAR_POSE[:3])
-    params = {"lidar_pose_clean": LIDAR_POSE}
     mounts = [((2.5, 0, -0.9), 0.0), ((0, 0.3, -0.1), 100.0), ((0, -0.3, -0.1), -100.0), ((-2.0, 0, -0.4), 180.0)]
+    intrinsic = np.array([[F_PX, 0, CX], [0, F_PX, CY], [0, 0, 1]])
+    views = []
     for i, (off, yaw) in enumerate(mounts):
         pos = base + off[0] * FWD + off[1] * RIGHT + off[2] * UP
-        params[f"camera{i}"] = {"cords": [*pos, 0.0, 30.0 + yaw, 0.0],
-                                "intrinsic": [[F_PX, 0, CX], [0, F_PX, CY], [0, 0, 1]]}
+        views.append(CameraView(f"camera{i}", Image.new("RGB", (96, 64)), intrinsic,
+                                camera_to_lidar([*pos, 0.0, 30.0 + yaw, 0.0], LIDAR_POSE)))
     conf = {"final_dim": [64, 96], "H": 64, "W": 96, "bot_pct_lim": [0.0, 0.0], "resize_lim": [1.0, 1.0]}
     if augment:
         conf.update(resize_lim=[1.1, 1.3], bot_pct_lim=[0.0, 0.1], rot_lim=[-8.0, 8.0], rand_flip=True)
-    images = [Image.new("RGB", (96, 64)) for _ in range(4)]
     rng = np.random.default_rng(5)
-    return collate_camera([process_camera_data(params, images, None, conf, GRID, train=augment, rng=rng)])
+    return collate_camera([process_camera_data(views, conf, GRID, train=augment, rng=rng)])
 
 
 def test_lid_depth_bins_and_inverse():
@@ -113,9 +115,12 @@ def test_lss_forward_backward_with_depth_supervision():
     inputs = camera_inputs()
     depth = torch.full((1, 4, 1, 64, 96), 10.0)
     inputs["imgs"] = torch.cat([torch.randn(1, 4, 3, 64, 96), depth], dim=2)
-    out = enc({"inputs_m2": inputs}, "m2")
+    before = attribute_snapshot(enc)
+    out, aux = enc({"inputs_m2": inputs}, "m2")
     assert out.shape == (1, 16, 128, 128)
-    logits, gt = enc.depth_items
+    assert (enc.feature_info(lss_args()).shape, enc.feature_info(lss_args()).cell) == (out.shape[1:], (0.4, 0.4))
+    logits, gt = aux["depth_items"]
+    assert attribute_snapshot(enc) == before  # nothing stored on the modules in forward
     assert logits.shape == (4, 48, 8, 12) and gt.shape == (4, 8, 12)
     assert torch.all(gt == bin_depths(torch.tensor(10.0), 2.0, 50.0, 48, "LID"))
     assert out.abs().sum() > 0
@@ -133,6 +138,14 @@ def test_lss_config_errors():
         LiftSplatShoot(lss_args(data_aug_conf={"final_dim": [60, 96]}))
     with pytest.raises(ConfigError, match="camera_encoder"):
         LiftSplatShoot(lss_args(camera_encoder="VGG"))
+    with pytest.raises(ConfigError, match="unknown key 'model.args.encoder_args.img_featurs'; did you mean"):
+        LiftSplatShoot(dict(lss_args(), img_featurs=16))
+
+
+def test_voxel_variant_merges_z_bins():
+    grid = dict(GRID, zbound=[-10, 10, 5])  # 4 z bins
+    assert LiftSplatShoot.feature_info(lss_args(grid_conf=grid)).channels == 16 * 4
+    assert ENCODERS.get("lift_splat_shoot_voxel").feature_info(lss_args(grid_conf=grid)).channels == 16
 
 
 @pytest.mark.slow
@@ -141,6 +154,6 @@ def test_resnet101_lss_and_gt_depth_lift():
     inputs = camera_inputs()
     inputs["imgs"] = torch.cat([torch.randn(1, 4, 3, 64, 96), torch.full((1, 4, 1, 64, 96), 20.0)], dim=2)
     with torch.no_grad():
-        out = enc({"inputs_m4": inputs}, "m4")
+        out, aux = enc({"inputs_m4": inputs}, "m4")
     assert out.shape == (1, 16, 128, 128)
-    assert enc.depth_items is None  # nothing to supervise when the lift uses the GT depth
+    assert aux == {}  # nothing to supervise when the lift uses the GT depth

@@ -7,6 +7,7 @@ from opencood.models.sub_modules.sparse_backbone_3d import VoxelBackBone8x
 from opencood.utils.errors import ConfigError
 from opencood.utils.registry import ENCODERS
 from opencood.utils.spconv_utils import spconv_has_cuda
+from tests.models.module_state import attribute_snapshot
 
 
 def tiny_args(**spconv):
@@ -52,8 +53,10 @@ def test_second_forward_backward_cpu():
     enc = ENCODERS.get("second")(tiny_args())
     inputs = random_voxels(400, agents=(0,))
     inputs["batch_size"] = 2  # agent 1 has no voxels
-    out = enc({"inputs_m3": inputs}, "m3")
-    assert out.shape == (2, 128, 8, 16)
+    before = attribute_snapshot(enc)
+    out, aux = enc({"inputs_m3": inputs}, "m3")
+    assert out.shape == (2, 128, 8, 16) and aux == {}
+    assert attribute_snapshot(enc) == before  # nothing stored in forward
     assert out[0].abs().sum() > 0
     assert torch.count_nonzero(out[1]) == 0
     out.sum().backward()
@@ -64,7 +67,7 @@ def test_second_forward_backward_cpu():
 
 def test_second_batch_size_from_coords():
     enc = SECOND(tiny_args())
-    out = enc({"inputs_m3": random_voxels(200, agents=(0, 1, 2), seed=1)}, "m3")
+    out, _ = enc({"inputs_m3": random_voxels(200, agents=(0, 1, 2), seed=1)}, "m3")
     assert out.shape[0] == 3
 
 
@@ -87,7 +90,7 @@ def test_second_forward_backward_gpu():
     if not spconv_has_cuda():
         pytest.skip("spconv is the CPU-only build (install spconv-cu12x)")
     enc = SECOND(tiny_args()).cuda()
-    out = enc({"inputs_m3": random_voxels(400, agents=(0, 1), device="cuda")}, "m3")
+    out, _ = enc({"inputs_m3": random_voxels(400, agents=(0, 1), device="cuda")}, "m3")
     assert out.shape == (2, 128, 8, 16)
     out.sum().backward()
     assert enc.spconv_block.conv_input[0].weight.grad.abs().sum() > 0

@@ -88,7 +88,8 @@ class _Bar:
 
 def test_loss_log_writes_every_step_with_few_host_copies():
     writer, bar = _Writer(), _Bar()
-    log = trainer._LossLog(writer, bar, every=4)
+    names = trainer.tensorboard_names(LOSSES.get("point_pillar_gencomm_loss")(dict(LOSS_ARGS)))
+    log = trainer._LossLog(writer, bar, names, every=4)
     values = {}
     for step in range(10):
         t = {"total_loss": torch.tensor(1.0 + step), "cls_loss": torch.tensor(0.5 * step)}

@@ -10,8 +10,9 @@ import pytest
 import torch
 import yaml
 
+from opencood.hypes_yaml.yaml_utils import IGNORED_KEY, load_yaml
 from opencood.tools import inference, trainer
-from opencood.utils.checkpoint import read_state_dict
+from opencood.utils.checkpoint import load_train_state, read_state_dict
 
 PP = "opencood/hypes_yaml/demo/m1_pointpillar_attfuse.yaml"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -51,10 +52,17 @@ def test_resume_continues_exactly(make_tiny_config, tmp_path):
     _assert_same_weights(full, _train(["-y", cfg, "--log_root", str(tmp_path / "c")], workers=2))
     assert len(glob.glob(os.path.join(full, "net_epoch_bestval_at*.pth"))) == 1
     assert glob.glob(os.path.join(full, "events.out.tfevents*"))
+    # the console lines are in the run's train.log too (with the config's ignored keys), a resume appends
+    text = open(os.path.join(full, "train.log")).read()
+    assert "epoch 0: last loss" in text and "epoch 1: validation loss" in text
+    assert ("keys without effect here (ignored)" in text) == bool(load_yaml(cfg)[IGNORED_KEY])
+    resumed = open(os.path.join(part, "train.log")).read()
+    assert resumed.index("epoch 0: last loss") < resumed.index("resuming from") < resumed.rindex("epoch 1: last")
 
     # inference: both AP variants, pictures, ego-only
     inference.main(["--model_dir", full, "--save_vis", "--save_vis_interval", "1", "--num_workers", "0"])
     inference.main(["--model_dir", full, "-f", "single", "--num_workers", "0"])
+    assert "inference:" in open(os.path.join(full, "inference.log")).read()
     gs = glob.glob(os.path.join(full, "eval_global_sort_intermediate_*.yaml"))
     ngs = [f for f in glob.glob(os.path.join(full, "eval_intermediate_*.yaml"))]
     assert len(gs) == 1 and len(ngs) == 1
@@ -84,7 +92,7 @@ def test_killed_run_resumes_without_corrupt_files(make_tiny_config, tmp_path):
     proc.wait()
     assert run is not None, "training never wrote its first checkpoint"
     for f in glob.glob(os.path.join(run, "*.pth")):
-        read_state_dict(f) if os.path.basename(f).startswith("net_") else torch.load(f, weights_only=False)
+        read_state_dict(f) if os.path.basename(f).startswith("net_") else load_train_state(f)
     _set_epochs(run, 2)
     out = _train(["-y", "None", "--model_dir", run])
     assert out == run and os.path.isfile(os.path.join(run, "net_epoch2.pth"))

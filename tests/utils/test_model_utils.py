@@ -1,9 +1,10 @@
+"""rename_model_dict_keys and its CLI, ``heal_tools.py rename_keys``."""
 import pytest
 import torch
-import torch.nn as nn
 
+from opencood.tools import heal_tools
 from opencood.utils.errors import CheckpointError
-from opencood.utils.model_utils import fix_bn, fix_frozen_bn, rename_model_dict_keys, unfix_bn
+from opencood.utils.model_utils import rename_model_dict_keys
 
 
 def _state():
@@ -32,13 +33,12 @@ def test_rename_missing_key_names_it(tmp_path):
     assert set(torch.load(path)) == set(_state())  # file untouched
 
 
-def test_fix_bn_helpers():
-    net = nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2), nn.Conv2d(2, 2, 1), nn.BatchNorm2d(2))
-    net.apply(fix_bn)
-    assert not net[1].training and net[0].training
-    net.apply(unfix_bn)
-    assert net[1].training
-    net[1].requires_grad_(False)
-    net.train()
-    fix_frozen_bn(net)
-    assert not net[1].training and net[3].training
+def test_rename_keys_cli(tmp_path, capsys):
+    path = str(tmp_path / "net_epoch1.pth")
+    torch.save(_state(), path)
+    heal_tools.main(["rename_keys", path, "encoder_m1.*=encoder_m3.*", "reg_head.weight="])
+    assert set(torch.load(path, weights_only=True)) == {"encoder_m3.a.weight", "encoder_m3.b.bias", "cls_head.weight"}
+    assert "renamed keys of" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        heal_tools.main(["rename_keys", path, "no_equals_sign"])
+    assert e.value.code == 2 and "expected OLD=NEW" in capsys.readouterr().err

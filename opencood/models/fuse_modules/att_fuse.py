@@ -5,6 +5,8 @@ import torch
 import torch.nn as nn
 
 from opencood.models.fuse_modules.warp import warp_to_ego_padded
+from opencood.utils.config import Key, Schema
+from opencood.utils.errors import ConfigError
 from opencood.utils.registry import FUSION_MODULES
 
 
@@ -17,25 +19,33 @@ class AttFusion(nn.Module):
     an agent's view (zeros after warping) still take part, as in the reference.
 
     Args:
-        args: ``{feat_dim: C}`` (or the int C).
+        args: the ``att`` section (see ``CONFIG``), or the int C.
+        channels: C of the features it gets (the model's channel chain), used when ``feat_dim`` is absent.
     """
 
-    def __init__(self, args):
+    CONFIG = Schema({
+        "feat_dim": Key(int, None, "feature channels C (checked against the model; default: the model's)"),
+    }, name="att")
+    CHANNEL_KEY = "feat_dim"  # the section key that repeats the channel number (checked by the model)
+
+    def __init__(self, args=None, channels=None):
         super().__init__()
-        self.feat_dim = int(args["feat_dim"] if isinstance(args, dict) else args)
+        feat_dim = args if isinstance(args, int) else self.CONFIG.parse(args, "model.args.att").feat_dim
+        self.feat_dim = feat_dim if feat_dim is not None else channels
+        if self.feat_dim is None:
+            raise ConfigError("model.args.att: missing key 'feat_dim'")
         self.scale = 1.0 / math.sqrt(self.feat_dim)
 
-    def forward(self, x, record_len, affine_matrix):
+    def forward(self, inp):
         """Args:
-            x: (N, C, H, W) agent features, each in its own frame.
-            record_len: (B,) long.
-            affine_matrix: (B, L, L, 2, 3) normalised pairwise affines.
+            inp: :class:`~opencood.models.fuse_modules.fusion_input.FusionInput` (``features`` (N, C, H, W),
+                ``record_len`` (B,), ``affine`` (B, L, L, 2, 3)).
 
         Returns:
-            (B, C, H, W) fused ego-frame features.
+            (B, C, H, W) fused ego-frame features, and ``{}``.
         """
-        feats, mask = warp_to_ego_padded(x, record_len, affine_matrix)  # (B, L, C, H, W), (B, L)
+        feats, mask = warp_to_ego_padded(inp.features, inp.record_len, inp.affine)  # (B, L, C, H, W), (B, L)
         score = torch.einsum("blchw,bchw->blhw", feats, feats[:, 0]) * self.scale  # (B, L, H, W), ego query
         score = score.masked_fill(~mask[:, :, None, None], float("-inf"))
         attn = torch.softmax(score, dim=1)  # (B, L, H, W), softmax over agents
-        return torch.einsum("blhw,blchw->bchw", attn, feats)  # (B, C, H, W)
+        return torch.einsum("blhw,blchw->bchw", attn, feats), {}  # (B, C, H, W)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from opencood.models.sub_modules.diffusion_unet import DiffusionUNet
+from opencood.utils.config import REQUIRED, Key, Schema
 from opencood.utils.errors import ConfigError
 
 BETA_SCHEDULES = ("linear",)
@@ -89,29 +90,35 @@ class GenCommGenerator(nn.Module):
                             ("posterior_std", variance.sqrt())):
             self.register_buffer(name, value.float(), persistent=False)
 
+    CONFIG = Schema({
+        "model": Key(dict, REQUIRED, "the denoising UNet", schema=DiffusionUNet.CONFIG),
+        "diffusion": Key(dict, REQUIRED, "noise schedule", schema=Schema({
+            "beta_schedule": Key(str, "linear", "betas = linspace(sqrt(beta_start), sqrt(beta_end), T)^2",
+                                 choices=BETA_SCHEDULES),
+            "beta_start": Key(float, REQUIRED, "first beta (> 0)"),
+            "beta_end": Key(float, REQUIRED, "last beta (>= beta_start, < 1)"),
+            "num_diffusion_timesteps": Key(int, REQUIRED, "T: UNet calls per generation"),
+        }, name="gencomm.diffusion")),
+        "eval_seed": Key(int, None, "seed of the eval-mode sampling noise (null: stochastic, as the reference)"),
+    }, name="gencomm")
+
     @classmethod
     def from_config(cls, cfg, cond_channels=2, eval_seed=None):
-        """Build from the YAML section ``gencomm`` (alias ``diffcomm``).
+        """Build from the YAML section ``gencomm`` (alias ``diffcomm``; see ``CONFIG``).
 
         Args:
-            cfg: ``{model: {in_channels, out_ch, ch, ch_mult, num_res_blocks, attn_resolutions,
-                dropout, resamp_with_conv, embed_dim (unused)}, diffusion: {beta_schedule,
-                beta_start, beta_end, num_diffusion_timesteps}, eval_seed (optional)}``.
+            cfg: ``{model: {in_channels, out_ch, ch, ch_mult, num_res_blocks, attn_resolutions, dropout,
+                resamp_with_conv}, diffusion: {beta_schedule, beta_start, beta_end,
+                num_diffusion_timesteps}, eval_seed (optional)}``.
             cond_channels: message channels.
             eval_seed: overrides ``cfg['eval_seed']`` when given.
         """
-        for key in ("model", "diffusion"):
-            if not isinstance(cfg.get(key), dict):
-                raise ConfigError(f"model.args.gencomm.{key}: missing or not a mapping")
-        diff = cfg["diffusion"]
-        missing = [k for k in ("beta_start", "beta_end", "num_diffusion_timesteps") if k not in diff]
-        if missing:
-            raise ConfigError(f"model.args.gencomm.diffusion.{missing[0]}: missing")
-        return cls(DiffusionUNet.from_config(cfg["model"], cond_channels=cond_channels),
-                   beta_schedule=diff.get("beta_schedule", "linear"),
-                   beta_start=diff["beta_start"], beta_end=diff["beta_end"],
-                   num_timesteps=diff["num_diffusion_timesteps"],
-                   eval_seed=cfg.get("eval_seed") if eval_seed is None else eval_seed)
+        cfg = cls.CONFIG.parse(cfg, "model.args.gencomm")
+        diff = cfg.diffusion
+        return cls(DiffusionUNet.from_config(cfg.model, cond_channels=cond_channels),
+                   beta_schedule=diff.beta_schedule, beta_start=diff.beta_start, beta_end=diff.beta_end,
+                   num_timesteps=diff.num_diffusion_timesteps,
+                   eval_seed=cfg.eval_seed if eval_seed is None else eval_seed)
 
     @staticmethod
     def ego_start(features, record_len):

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from opencood.utils.config import Key, Schema
+
 
 def timestep_embedding(timesteps: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal embedding of integer diffusion steps (Transformer / DDPM form).
@@ -199,19 +201,29 @@ class DiffusionUNet(nn.Module):
         self.norm_out = _norm(block_in, groups)
         self.conv_out = nn.Conv2d(block_in, out_ch, 3, padding=1)
 
+    CONFIG = Schema({
+        "in_channels": Key(int, 128, "feature channels C (checked against the model's features)"),
+        "out_ch": Key(int, None, "output channels (default and required value: in_channels)"),
+        "ch": Key(int, 8, "base width"),
+        "ch_mult": Key(list, [1, 1], "width multiplier per resolution level"),
+        "num_res_blocks": Key(int, 2, "ResnetBlocks per level on the down path (up path: one more)"),
+        "attn_resolutions": Key(list, [16], "nominal resolutions with an AttnBlock (none at the nominal 128)"),
+        "dropout": Key(float, 0.0, "dropout inside ResnetBlocks"),
+        "resamp_with_conv": Key(bool, True, "convolutional down/up-sampling (else pooling / nearest)"),
+        "resolution": Key(int, 128, "nominal input resolution compared with attn_resolutions"),
+        "num_groups": Key(int, 4, "GroupNorm groups"),
+    }, name="gencomm.model")
+
     @classmethod
     def from_config(cls, cfg, cond_channels=2):
-        """Build from the YAML section ``gencomm.model`` (``embed_dim`` is accepted and unused,
-        as in the reference)."""
-        return cls(in_channels=int(cfg.get("in_channels", 128)), cond_channels=cond_channels,
-                   out_ch=int(cfg.get("out_ch", cfg.get("in_channels", 128))),
-                   ch=int(cfg.get("ch", 8)), ch_mult=tuple(cfg.get("ch_mult", (1, 1))),
-                   num_res_blocks=int(cfg.get("num_res_blocks", 2)),
-                   attn_resolutions=tuple(cfg.get("attn_resolutions", (16,))),
-                   dropout=float(cfg.get("dropout", 0.0)),
-                   resamp_with_conv=bool(cfg.get("resamp_with_conv", True)),
-                   resolution=int(cfg.get("resolution", 128)),
-                   groups=int(cfg.get("num_groups", 4)))
+        """Build from the YAML section ``gencomm.model`` (see ``CONFIG``; HEAL's ``embed_dim`` has no effect,
+        as in the reference, and is on the legacy-key list)."""
+        cfg = cls.CONFIG.parse(cfg, "model.args.gencomm.model")
+        return cls(in_channels=cfg.in_channels, cond_channels=cond_channels,
+                   out_ch=cfg.out_ch if cfg.out_ch is not None else cfg.in_channels,
+                   ch=cfg.ch, ch_mult=tuple(cfg.ch_mult), num_res_blocks=cfg.num_res_blocks,
+                   attn_resolutions=tuple(cfg.attn_resolutions), dropout=cfg.dropout,
+                   resamp_with_conv=cfg.resamp_with_conv, resolution=cfg.resolution, groups=cfg.num_groups)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Predict the clean feature.

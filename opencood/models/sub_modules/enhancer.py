@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from opencood.utils.config import Key, Schema
+
 
 class PartialConv(nn.Module):
     """3x3 conv (no bias) on the first ``C // n_div`` channels; the rest pass through untouched."""
@@ -84,10 +86,14 @@ class Enhancer(nn.Module):
         self.ffn = FRFN(in_ch, 2 * in_ch)
         self.channel_attn = ChannelAttention(in_ch)
 
+    CONFIG = Schema({
+        "in_ch": Key(int, 128, "feature channels C (checked against the model's features)"),
+    }, name="enhancer")
+
     @classmethod
     def from_config(cls, cfg):
-        """Build from the YAML section ``enhancer: {in_ch}``."""
-        return cls(in_ch=int(cfg.get("in_ch", 128)))
+        """Build from the YAML section ``enhancer`` (see ``CONFIG``)."""
+        return cls(in_ch=cls.CONFIG.parse(cfg, "model.args.enhancer").in_ch)
 
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
         """Refine features.

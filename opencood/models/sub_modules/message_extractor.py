@@ -9,6 +9,7 @@ from torch import nn
 from torchvision.ops import DeformConv2d
 
 from opencood.ops.deform_conv import deform_conv2d
+from opencood.utils.config import Key, Schema
 
 
 class MessageExtractor(nn.Module):
@@ -40,10 +41,16 @@ class MessageExtractor(nn.Module):
             nn.Conv2d(mid_ch, out_ch, kernel_size=1),
         )
 
+    CONFIG = Schema({
+        "in_ch": Key(int, 128, "channels of the BEV feature F (checked against the model's features)"),
+        "out_ch": Key(int, 2, "message channels M"),
+    }, name="message_extractor")
+
     @classmethod
     def from_config(cls, cfg):
-        """Build from the YAML section ``message_extractor: {in_ch, out_ch}``."""
-        return cls(in_ch=int(cfg.get("in_ch", 128)), out_ch=int(cfg.get("out_ch", 2)))
+        """Build from the YAML section ``message_extractor`` (see ``CONFIG``)."""
+        cfg = cls.CONFIG.parse(cfg, "model.args.message_extractor")
+        return cls(in_ch=cfg.in_ch, out_ch=cfg.out_ch)
 
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
         """Extract the message.

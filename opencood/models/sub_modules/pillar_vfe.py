@@ -5,6 +5,8 @@ Frame: the agent's own LiDAR frame; voxel sizes and ranges in metres.
 import torch
 import torch.nn as nn
 
+from opencood.utils.config import Key, Schema
+
 
 class PFNLayer(nn.Module):
     """One pillar feature layer: Linear + BN1d + ReLU, then max over the points of each pillar.
@@ -49,21 +51,29 @@ class PillarVFE(nn.Module):
     xyz is dropped (7 features). Padded points of a pillar are zeroed before the PFN.
 
     Args:
-        model_cfg: ``{use_norm, with_distance, use_absolute_xyz, num_filters: [64]}``.
+        model_cfg: the ``pillar_vfe`` section (see ``CONFIG``).
         num_point_features: raw features per point (4).
         voxel_size: (vx, vy, vz) metres.
         point_cloud_range: [xmin, ymin, zmin, xmax, ymax, zmax] metres.
     """
 
+    CONFIG = Schema({
+        "use_norm": Key(bool, True, "BatchNorm1d after a bias-free Linear in each PFN layer"),
+        "with_distance": Key(bool, False, "add each point's range sqrt(x^2+y^2+z^2) (metres) as a feature"),
+        "use_absolute_xyz": Key(bool, True, "keep the raw x, y, z among the point features"),
+        "num_filters": Key(list, [64], "output features of each PFN layer (the last = pillar feature C)"),
+    }, name="pillar_vfe")
+
     def __init__(self, model_cfg, num_point_features, voxel_size, point_cloud_range):
         super().__init__()
-        self.use_norm = model_cfg["use_norm"]
-        self.with_distance = model_cfg["with_distance"]
-        self.use_absolute_xyz = model_cfg["use_absolute_xyz"]
+        cfg = self.CONFIG.parse(model_cfg, "pillar_vfe")
+        self.use_norm = cfg.use_norm
+        self.with_distance = cfg.with_distance
+        self.use_absolute_xyz = cfg.use_absolute_xyz
         in_features = num_point_features + (6 if self.use_absolute_xyz else 3)
         if self.with_distance:
             in_features += 1
-        filters = [in_features] + list(model_cfg["num_filters"])
+        filters = [in_features] + list(cfg.num_filters)
         self.pfn_layers = nn.ModuleList([
             PFNLayer(filters[i], filters[i + 1], self.use_norm, last_layer=i >= len(filters) - 2)
             for i in range(len(filters) - 1)
@@ -74,9 +84,6 @@ class PillarVFE(nn.Module):
         # Centre of voxel (0, 0, 0) in metres; pillar centre = coord * voxel + offset.
         self.register_buffer("voxel_size", voxel, persistent=False)
         self.register_buffer("centre_offset", voxel / 2 + pc_range[:3], persistent=False)
-
-    def get_output_feature_dim(self):
-        return self.num_filters
 
     def forward(self, batch_dict):
         """Args:

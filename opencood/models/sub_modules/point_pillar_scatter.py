@@ -1,6 +1,7 @@
 """Scatter pillar features onto the dense BEV canvas (rows = y, cols = x)."""
 import torch.nn as nn
 
+from opencood.utils.config import REQUIRED, Key, Schema
 from opencood.utils.errors import ConfigError
 
 
@@ -8,16 +9,22 @@ class PointPillarScatter(nn.Module):
     """Dense pseudo-image from pillars.
 
     Args:
-        model_cfg: ``{num_features: 64, grid_size: [nx, ny, nz]}`` (``grid_size`` derived by the YAML loader;
-            PointPillars has one z cell).
+        model_cfg: the ``point_pillar_scatter`` section (see ``CONFIG``; PointPillars has one z cell).
     """
+
+    CONFIG = Schema({
+        "num_features": Key(int, REQUIRED, "channels of the canvas = the pillar feature size (pillar_vfe's last "
+                                           "num_filters)"),
+        "grid_size": Key(list, None, "derived (yaml loader / encoder): [nx, ny, nz] voxels of the canvas",
+                         length=3),
+    }, name="point_pillar_scatter")
 
     def __init__(self, model_cfg):
         super().__init__()
-        self.num_bev_features = model_cfg["num_features"]
-        if "grid_size" not in model_cfg:
+        cfg = self.CONFIG.parse(model_cfg, "point_pillar_scatter")
+        if cfg.grid_size is None:
             raise ConfigError("point_pillar_scatter: missing key 'grid_size' (derived by yaml_utils.load_yaml)")
-        self.nx, self.ny, self.nz = (int(v) for v in model_cfg["grid_size"])
+        self.nx, self.ny, self.nz = (int(v) for v in cfg.grid_size)
         if self.nz != 1:
             raise ConfigError(f"point_pillar_scatter: grid_size z must be 1 for pillars, got {self.nz}")
 

@@ -12,11 +12,13 @@ import torch
 import torch.nn as nn
 
 from opencood.models.sub_modules.encoder_inputs import count_modality_agents, modality_inputs
+from opencood.models.sub_modules.feature_info import FeatureInfo
 from opencood.models.sub_modules.sparse_backbone_3d import VoxelBackBone8x
+from opencood.utils.bev_grid import grid_size
+from opencood.utils.config import REQUIRED, Key, Schema
 from opencood.utils.errors import ConfigError, DataError
 from opencood.utils.registry import ENCODERS
 
-_WHERE = "model.args.encoder_args"
 VOXEL_KEYS = ("voxel_features", "voxel_coords", "voxel_num_points")
 
 
@@ -57,41 +59,65 @@ class SECOND(nn.Module):
     """Sparse-convolution LiDAR encoder returning a BEV map at 1/8 of the voxel grid in x/y.
 
     Args:
-        encoder_args: see the module docstring.
+        encoder_args: see ``CONFIG`` and the module docstring.
 
     ``spconv.num_features_in`` must equal the MeanVFE output (4). HEAL's configs say 64 (a bug that spconv 1
     tolerated, HEAL issue 20); such a value is replaced by 4 with a warning.
     """
 
+    WHERE = "model.args.encoder_args"
+    CONFIG = Schema({
+        "voxel_size": Key(list, REQUIRED, "voxel [vx, vy, vz] metres (= the voxeliser's)", length=3),
+        "lidar_range": Key(list, REQUIRED, "[xmin, ymin, zmin, xmax, ymax, zmax] metres, the agent's LiDAR frame",
+                           length=6),
+        "mean_vfe": Key(dict, {}, "voxel feature = mean of its points", schema=Schema({
+            "num_point_features": Key(int, 4, "features per point (x, y, z, intensity)"),
+        })),
+        "spconv": Key(dict, REQUIRED, "VoxelBackBone8x", schema=Schema({
+            "num_features_in": Key(int, None, "input features per voxel; must be mean_vfe.num_point_features "
+                                              "(HEAL's 64 is replaced with a warning)"),
+            "num_features_out": Key(int, 64, "channels of the output volume"),
+        })),
+        "map2bev": Key(dict, {}, "height compression (z folded into channels)", schema=Schema({
+            "feature_num": Key(int, None, "BEV channels = num_features_out x output z cells (checked)"),
+        })),
+        "grid_size": Key(list, None, "derived (yaml loader): [nx, ny, nz] voxels; recomputed from lidar_range / "
+                                     "voxel_size", length=3),
+    }, name="second encoder")
+
     def __init__(self, encoder_args):
         super().__init__()
-        for key in ("voxel_size", "lidar_range", "spconv"):
-            if key not in encoder_args:
-                raise ConfigError(f"{_WHERE}: missing key '{key}'")
-        voxel_size = np.asarray(encoder_args["voxel_size"], dtype=np.float64)
-        lidar_range = np.asarray(encoder_args["lidar_range"], dtype=np.float64)
-        if voxel_size.shape != (3,) or lidar_range.shape != (6,):
-            raise ConfigError(f"{_WHERE}: 'voxel_size' needs 3 numbers and 'lidar_range' 6")
-        grid_size = np.round((lidar_range[3:] - lidar_range[:3]) / voxel_size).astype(np.int64)  # (x, y, z)
-        self.sparse_shape = grid_size[::-1] + np.array([1, 0, 0])  # (z, y, x)
-
-        num_point_features = int(encoder_args.get("mean_vfe", {}).get("num_point_features", 4))
-        spconv_args = encoder_args["spconv"]
-        num_in = int(spconv_args.get("num_features_in", num_point_features))
-        if num_in != num_point_features:
-            warnings.warn(f"{_WHERE}.spconv.num_features_in: {num_in} does not match the MeanVFE output "
+        cfg = self.CONFIG.parse(encoder_args, self.WHERE)
+        self.sparse_shape = self.sparse_grid(cfg)
+        num_point_features = cfg.mean_vfe.num_point_features
+        num_in = cfg.spconv.num_features_in
+        if num_in is not None and num_in != num_point_features:
+            warnings.warn(f"{self.WHERE}.spconv.num_features_in: {num_in} does not match the MeanVFE output "
                           f"({num_point_features}); using {num_point_features}")
-        num_out = int(spconv_args.get("num_features_out", 64))
+        self.feature_info(cfg)  # checks map2bev.feature_num
 
         self.vfe = MeanVFE(num_point_features)
-        self.spconv_block = VoxelBackBone8x(num_point_features, num_out, self.sparse_shape)
+        self.spconv_block = VoxelBackBone8x(num_point_features, cfg.spconv.num_features_out, self.sparse_shape)
         self.map_to_bev = HeightCompression()
-        depth = VoxelBackBone8x.output_shape(self.sparse_shape)[0]
-        self.out_channels = num_out * depth
-        feature_num = encoder_args.get("map2bev", {}).get("feature_num")
-        if feature_num is not None and int(feature_num) != self.out_channels:
-            raise ConfigError(f"{_WHERE}.map2bev.feature_num: {feature_num} does not match the backbone output "
-                              f"{num_out} channels x {depth} z-cells = {self.out_channels}")
+
+    @staticmethod
+    def sparse_grid(cfg):
+        """(z, y, x) sparse shape = ``bev_grid.grid_size(lidar_range, voxel_size)[::-1] + [1, 0, 0]``."""
+        return grid_size(cfg.lidar_range, cfg.voxel_size)[::-1] + np.array([1, 0, 0])
+
+    @classmethod
+    def feature_info(cls, args, where=WHERE, source="config"):
+        """Output map: ``num_features_out`` x Z' channels at 8 voxels per cell in x/y (``map2bev`` checked)."""
+        cfg = cls.CONFIG.parse(args, where, source)
+        depth, height, width = VoxelBackBone8x.output_shape(cls.sparse_grid(cfg))
+        num_out = cfg.spconv.num_features_out
+        channels = num_out * depth
+        feature_num = cfg.map2bev.feature_num
+        if feature_num is not None and feature_num != channels:
+            raise ConfigError(f"{source}: {where}.map2bev.feature_num = {feature_num} but spconv outputs "
+                              f"{channels} channels ({num_out} x {depth} z-cells)")
+        vx, vy = float(cfg.voxel_size[0]), float(cfg.voxel_size[1])
+        return FeatureInfo(channels, (8 * vx, 8 * vy), (height, width))
 
     def forward(self, data_dict, modality_name):
         """Args:
@@ -101,7 +127,7 @@ class SECOND(nn.Module):
             modality_name: e.g. ``'m3'``.
 
         Returns:
-            (N, num_features_out·Z', Y/8, X/8) BEV features, e.g. (N, 128, 128, 256).
+            (N, num_features_out·Z', Y/8, X/8) BEV features, e.g. (N, 128, 128, 256), and ``{}``.
         """
         key = f"inputs_{modality_name}"
         inputs = modality_inputs(data_dict, modality_name, VOXEL_KEYS)
@@ -119,4 +145,4 @@ class SECOND(nn.Module):
         else:  # spconv's CPU kernels have no bf16: under CPU autocast the sparse part runs in fp32
             with torch.autocast("cpu", enabled=False):
                 volume = self.spconv_block(features.float(), coords, int(batch_size))
-        return self.map_to_bev(volume)  # (N, C*Z', Y/8, X/8)
+        return self.map_to_bev(volume), {}  # (N, C*Z', Y/8, X/8)

@@ -3,6 +3,7 @@ import math
 import torch
 
 from opencood.models.fuse_modules.att_fuse import AttFusion
+from opencood.models.fuse_modules.fusion_input import FusionInput
 from opencood.models.fuse_modules.max_fuse import MaxFusion
 from opencood.models.fuse_modules.warp import warp_affine_simple
 from opencood.utils.transformation_utils import normalize_pairwise_tfm
@@ -27,6 +28,13 @@ def _pairwise(tfms_to_world):
         for j in range(n):
             out[0, i, j] = torch.linalg.solve(tfms_to_world[j], tfms_to_world[i])
     return out
+
+
+def _fuse(module, x, record_len, affine):
+    """Fusion modules take one FusionInput and return (fused, aux); aux is empty for att / max."""
+    fused, aux = module(FusionInput(features=x, record_len=record_len, affine=affine))
+    assert aux == {}
+    return fused
 
 
 def _cell(x, y):
@@ -56,10 +64,10 @@ def test_warp_direction_lands_at_T_ego_from_j_p():
 def test_fusions_put_collaborator_hot_cell_in_ego_frame():
     x, affine, (er, ec) = _hot_case()
     record_len = torch.tensor([2])
-    fused_max = MaxFusion()(x, record_len, affine)
+    fused_max = _fuse(MaxFusion(), x, record_len, affine)
     assert fused_max.shape == (1, 3, 16, 32)
     assert torch.isclose(fused_max[0, 0, er, ec], torch.tensor(1.0), atol=1e-5)
-    fused_att = AttFusion({"feat_dim": 3})(x, record_len, affine)
+    fused_att = _fuse(AttFusion({"feat_dim": 3}), x, record_len, affine)
     flat = fused_att[0, 0].flatten().argmax().item()
     assert divmod(flat, 32) == (er, ec)
 
@@ -67,7 +75,7 @@ def test_fusions_put_collaborator_hot_cell_in_ego_frame():
 def test_att_single_agent_is_identity():
     x = torch.randn(1, 8, 16, 32)
     affine = normalize_pairwise_tfm(torch.eye(4).repeat(1, 5, 5, 1, 1), RANGE_H, RANGE_W, 1)
-    out = AttFusion({"feat_dim": 8})(x, torch.tensor([1]), affine)
+    out = _fuse(AttFusion({"feat_dim": 8}), x, torch.tensor([1]), affine)
     assert torch.allclose(out, x, atol=1e-5)
 
 
@@ -93,7 +101,7 @@ def test_att_batched_matches_per_sample_reference():
     pairwise[0, :2, :2] = _pairwise([torch.eye(4, dtype=torch.float64), _tfm(30, 2.0, 1.0)])[0]
     pairwise[1, :3, :3] = _pairwise([_tfm(10, 1, 1), _tfm(-45, 3.0, -2.0), _tfm(180, -4.0, 0.5)])[0]
     affine = normalize_pairwise_tfm(pairwise, RANGE_H, RANGE_W, 1).float()
-    out = AttFusion({"feat_dim": 4})(x, record_len, affine)
+    out = _fuse(AttFusion(channels=4), x, record_len, affine)
     assert out.shape == (2, 4, 16, 32)
     assert torch.allclose(out, _reference_att(x, record_len, affine), atol=1e-5)
 
@@ -101,5 +109,5 @@ def test_att_batched_matches_per_sample_reference():
 def test_max_ignores_absent_agents():
     x = -torch.ones(3, 2, 4, 8)
     affine = normalize_pairwise_tfm(torch.eye(4).repeat(2, 5, 5, 1, 1), 4.0, 8.0, 1)
-    out = MaxFusion()(x, torch.tensor([1, 2]), affine)
+    out = _fuse(MaxFusion(), x, torch.tensor([1, 2]), affine)
     assert torch.equal(out, -torch.ones(2, 2, 4, 8))  # padded slots must not contribute zeros
