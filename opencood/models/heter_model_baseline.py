@@ -25,7 +25,7 @@ from opencood.models.base_model import CooperativeModel
 from opencood.models.fuse_modules.fusion_input import FusionInput
 from opencood.models.sub_modules.base_bev_backbone import BaseBEVBackbone
 from opencood.models.sub_modules.downsample_conv import DownsampleConv
-from opencood.models.heads.anchor_head import HEAD_MODEL_KEYS
+from opencood.models.heads.anchor_head import HEAD_MODEL_KEYS, build_detection_heads
 from opencood.models.sub_modules.feature_info import check_channels, format_cell, same_cell
 from opencood.utils.bev_grid import BEVGrid, CameraGrid
 from opencood.utils.camera_utils import GRID_CONF
@@ -47,7 +47,7 @@ def is_identity(backbone_args):
     return isinstance(backbone_args, dict) and str(backbone_args.get("core_method", "")).lower() == "identity"
 
 
-def build_heads(in_head, anchor_number, dir_args):
+def build_heads(in_head, anchor_number, dir_args):  # kept for scripts written against the old layout
     """1x1 detection heads: cls A, reg 7A, dir ``num_bins`` * A (None without ``dir_args``).
 
     Delegates to the anchor head's :func:`opencood.models.heads.anchor_head.conv_heads`.
@@ -174,10 +174,8 @@ class HeterModelBaseline(CooperativeModel):
         self.fusion_net = build_fusion(cfg, self.feature.channels, self.source)
         if cfg.anchor_number is None:
             raise ConfigError(f"{self.source}: missing key 'model.args.anchor_number'")
-        self.cls_head, self.reg_head, dir_head = build_heads(self.feature.channels, cfg.anchor_number,
-                                                             cfg.dir_args)
-        if dir_head is not None:
-            self.dir_head = dir_head
+        for name, head in build_detection_heads(self.feature.channels, cfg, self.source).items():
+            setattr(self, name, head)  # top-level: checkpoint keys cls_head., reg_head., dir_head.
 
     # --- the chain (classmethods: no modules built) ---------------------------------------------------
 

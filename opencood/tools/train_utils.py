@@ -34,27 +34,6 @@ def create_model(hypes):
     model = _check_base(cls(args), CooperativeModel, f"model.core_method '{name}'", _src(hypes))
     if args.get("bn_momentum") is not None:
         set_bn_momentum(model, float(args["bn_momentum"]))
-    if args.get("cls_prior_prob") is not None:
-        set_cls_prior(model, float(args["cls_prior_prob"]), _src(hypes))
-    return model
-
-
-def set_cls_prior(model, prior, source="config"):
-    """Start the classification head at score ``prior`` everywhere (bias = -log((1 - prior) / prior)).
-
-    With PyTorch's default bias init every anchor starts near score 0.5, so the focal loss is first spent
-    pushing tens of thousands of background anchors down; cells a camera BEV leaves empty can only be
-    fixed through the bias, a few thousandths per Adam step. A small prior (RetinaNet's 0.01) removes that
-    phase. ``model.args.cls_prior_prob`` (default: not set = PyTorch init, as the reference).
-    """
-    import math
-    if not 0.0 < prior < 1.0:
-        raise ConfigError(f"{source}: model.args.cls_prior_prob must be in (0, 1), got {prior}")
-    head = getattr(model, "cls_head", None)
-    if head is None or getattr(head, "bias", None) is None:
-        raise ConfigError(f"{source}: model.args.cls_prior_prob set but the model has no cls_head bias")
-    with torch.no_grad():
-        head.bias.fill_(-math.log((1.0 - prior) / prior))
     return model
 
 
