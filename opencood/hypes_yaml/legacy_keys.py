@@ -13,6 +13,7 @@ LEGACY_KEYS = {
     "kd_flag": "knowledge distillation is not built yet",
     "box_align": "CoAlign's box alignment is not built yet",
     "only_vis_ego": "visualisation flag of OpenCOOD's inference script",
+    "model.args.supervise_single": "HEAL's single-agent supervision; no model here has single-agent heads",
     "train_params.single_weight": "weight of HEAL's single-agent supervision; no model here has single heads",
 
     # --- datasets / pre-processing ---------------------------------------------------------------------

@@ -121,8 +121,6 @@ COMMON_KEYS = dict(fusion_keys(), **HEAD_MODEL_KEYS, **{
     "in_head": Key(int, None, "channels into the heads (checked; default: the fused feature's)"),
     "bn_momentum": Key(float, None, "read by train_utils.create_model: momentum of every BatchNorm (null: as "
                                     "built, 0.01 for the point/BEV backbones)"),
-    "supervise_single": Key(bool, False, "read by the intermediate datasets (adds label_dict_single) and the "
-                                         "trainer; no model here has single-agent heads"),
     "feature_stride": Key(int, None, "derived (postprocess.anchor_args.feature_stride): anchor cell in voxels; "
                                      "checked against the model's output cell"),
     "anchor_voxel_size": Key(list, None, "derived (preprocess.args.voxel_size): voxel [vx, vy, vz] metres of the "

@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from typing import Callable
@@ -24,7 +25,8 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from opencood.data_utils.datasets import build_dataset
-from opencood.hypes_yaml.yaml_utils import IGNORED_KEY, SOURCE_KEY, add_config_args, load_yaml, require
+from opencood.hypes_yaml.yaml_utils import (BASE_KEY, IGNORED_KEY, SOURCE_KEY, add_config_args, load_yaml,
+                                             read_yaml_file, require, save_yaml)
 from opencood.tools import loaders, train_utils
 from opencood.utils import checkpoint as ckpt
 from opencood.utils.errors import exit_on_error
@@ -277,6 +279,20 @@ def validate(model, criterion, loader, dataset, device, autocast=contextlib.null
 # ---------------------------------------------------------------------------------------------------------
 # a whole run
 # ---------------------------------------------------------------------------------------------------------
+def flatten_run_config(run_dir, hypes, overridden=False):
+    """Keep a run folder self-contained: a ``config.yaml`` that inherits (``_base_``) or was overridden with
+    ``--set`` is rewritten as the resolved, flattened config; the file as written is kept once as
+    ``config_src.yaml``."""
+    path = os.path.join(run_dir, "config.yaml")
+    if not (overridden or BASE_KEY in read_yaml_file(path)):
+        return
+    src = os.path.join(run_dir, "config_src.yaml")
+    if not os.path.exists(src):
+        shutil.copyfile(path, src)
+    save_yaml(hypes, path)
+    logger.info("%s: written as the resolved, flattened config (as given: %s)", path, src)
+
+
 class _Training:
     """One training run (a single process, or one rank of a DDP run): set up in ``__init__``, then ``fit``."""
 
@@ -312,6 +328,8 @@ class _Training:
     def _run_dir(self):
         """``--model_dir``, or a new ``<log_root>/<name>_<time>`` folder made by rank 0."""
         if self.opt.model_dir:
+            if self.dd.main:
+                flatten_run_config(self.opt.model_dir, self.hypes, bool(getattr(self.opt, "set", None)))
             return self.opt.model_dir
         run_dir = train_utils.setup_train(self.hypes, self.opt.log_root) if self.dd.main else None
         return self.dd.broadcast_object(run_dir)

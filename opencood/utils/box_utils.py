@@ -168,6 +168,21 @@ def project_points_by_matrix_torch(points, transformation_matrix):
     return points @ tfm[:3, :3].T + tfm[:3, 3]
 
 
+def transform_boxes(boxes, transformation_matrix, order):
+    """Move 7-vector boxes to another frame (corners -> rigid transform -> boxes).
+
+    Args:
+        boxes: (N, 7) numpy, ``order`` layout, metres/radians, in the source frame.
+        transformation_matrix: (4, 4) T_target<-source (rotation about z only keeps boxes upright).
+        order: ``'hwl'`` or ``'lwh'``.
+
+    Returns:
+        (N, 7) float64 boxes in the target frame, yaw in (-pi, pi].
+    """
+    corners = boxes_to_corners_3d(np.asarray(boxes, dtype=np.float64), order)  # (N, 8, 3)
+    return corner_to_center(project_box3d(corners, np.asarray(transformation_matrix, dtype=np.float64)), order)
+
+
 def mask_boxes_outside_range_numpy(boxes, limit_range, order, min_num_corners=8, return_mask=False):
     """Keep the boxes that have at least ``min_num_corners`` corners inside a range (bounds inclusive).
 

@@ -1,7 +1,11 @@
 """Camera inputs of the Lift-Splat-Shoot encoders: extrinsics, image augmentation, normalisation, collate.
 
-Frames (spec data_eval §1.3): a camera's ``cords`` is its UE4 pose in the world (x forward, y right, z up,
-degrees); images follow OpenCV camera axes (x right, y down, z forward). The camera->LiDAR matrix used by
+Cameras arrive as :class:`~opencood.data_utils.datasets.basedataset.agent_frame.CameraView` records
+(``AgentFrame.cameras``: image, intrinsics, camera->LiDAR extrinsic, depth); each base loader fills them from
+its own calibration (OPV2V: :func:`cameras_from_agent_yaml`).
+
+Frames (spec data_eval §1.3): an OPV2V camera's ``cords`` is its UE4 pose in the world (x forward, y right, z
+up, degrees); images follow OpenCV camera axes (x right, y down, z forward). The camera->LiDAR matrix used by
 the models is ``x1_to_x2(cords, lidar_pose_clean) @ OPENCV_TO_UE4``. Image augmentation is recorded as
 ``p_aug = post_rot · p + post_tran`` on pixel coordinates (u right, v down) of the original image, so the
 model can undo it; ``intrins`` stay those of the original image.
@@ -10,6 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from opencood.data_utils.datasets.basedataset.agent_frame import CameraView
+from opencood.utils.config import REQUIRED, Cfg, Key, Schema
 from opencood.utils.errors import ConfigError, DataError
 from opencood.utils.transformation_utils import x1_to_x2
 
@@ -22,6 +28,30 @@ OPENCV_TO_UE4 = np.array([[0.0, 0.0, 1.0, 0.0],
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 DEFAULT_CAMS = ("camera0", "camera1", "camera2", "camera3")
+
+# ``data_aug_conf`` of a camera agent type (``heter.modality_setting.mX.data_aug_conf``).
+DATA_AUG_CONF = Schema({
+    "H": Key(int, REQUIRED, "raw image height, pixels"),
+    "W": Key(int, REQUIRED, "raw image width, pixels"),
+    "final_dim": Key(list, REQUIRED, "[fH, fW] network input size, pixels", length=2),
+    "resize_lim": Key(list, None, "[lo, hi] training resize factor (required in training)", length=2),
+    "bot_pct_lim": Key(list, [0.0, 0.0], "[lo, hi] fraction of the resized image cropped from the bottom",
+                       length=2),
+    "rot_lim": Key(list, [0.0, 0.0], "[lo, hi] training image rotation, degrees", length=2),
+    "rand_flip": Key(bool, False, "training: horizontal flip with p = 0.5"),
+    "cams": Key(list, list(DEFAULT_CAMS), "camera names used, in this order"),
+}, name="camera augmentation")
+
+# ``grid_conf`` of a camera agent type: the Lift-Splat-Shoot BEV grid (read by the LSS encoder and, for the
+# BEV extent, by ``opencood.utils.bev_grid``).
+GRID_CONF = Schema({
+    "xbound": Key(list, REQUIRED, "[min, max, step] along x, metres", length=3),
+    "ybound": Key(list, REQUIRED, "[min, max, step] along y, metres", length=3),
+    "zbound": Key(list, REQUIRED, "[min, max, step] along z, metres", length=3),
+    "ddiscr": Key(list, REQUIRED, "[min depth (m), max depth (m), number of depth bins]", length=3),
+    "mode": Key(str, "LID", "depth bin spacing: LID (linear-increasing), UD (uniform), SID (spacing-increasing)",
+                choices=("LID", "UD", "SID")),
+}, name="camera BEV grid")
 
 
 def camera_to_lidar(cords, lidar_pose):
@@ -43,6 +73,13 @@ def _rotation_2d(angle_rad):
     return np.array([[c, s], [-s, c]])
 
 
+def parse_data_aug_conf(data_aug_conf, path="data_aug_conf", source="config"):
+    """``data_aug_conf`` with defaults filled in (a parsed :class:`~opencood.utils.config.Cfg` is returned as is)."""
+    if isinstance(data_aug_conf, Cfg):
+        return data_aug_conf
+    return DATA_AUG_CONF.parse(data_aug_conf, path, source)
+
+
 def sample_augmentation(data_aug_conf, train, rng):
     """Draw (or fix, at eval) the resize / crop / flip / rotation of one camera image.
 
@@ -51,24 +88,27 @@ def sample_augmentation(data_aug_conf, train, rng):
     top offset ``int((1 − mean(bot_pct_lim))·newH) − fH`` (negative means padding).
 
     Args:
-        data_aug_conf: ``H``, ``W`` (raw image), ``final_dim`` [fH, fW], ``resize_lim``, ``bot_pct_lim``,
-            ``rot_lim`` (degrees), ``rand_flip``.
+        data_aug_conf: :data:`DATA_AUG_CONF` mapping (parsed or raw): ``H``, ``W`` (raw image), ``final_dim``
+            [fH, fW], ``resize_lim``, ``bot_pct_lim``, ``rot_lim`` (degrees), ``rand_flip``.
         train: random (True) or deterministic (False).
         rng: numpy Generator used when ``train``.
 
     Returns:
         resize (float), resize_dims (newW, newH), crop (x0, y0, x1, y1), flip (bool), rotate (degrees).
     """
-    height, width = int(data_aug_conf["H"]), int(data_aug_conf["W"])
-    f_h, f_w = (int(v) for v in data_aug_conf["final_dim"])
-    bot_pct_lim = data_aug_conf.get("bot_pct_lim", [0.0, 0.0])
+    conf = parse_data_aug_conf(data_aug_conf)
+    height, width = int(conf.H), int(conf.W)
+    f_h, f_w = (int(v) for v in conf.final_dim)
+    bot_pct_lim = conf.bot_pct_lim
     if train:
-        resize = float(rng.uniform(*data_aug_conf["resize_lim"]))
+        if conf.resize_lim is None:
+            raise ConfigError("config: missing key 'data_aug_conf.resize_lim' (needed in training)")
+        resize = float(rng.uniform(*conf.resize_lim))
         new_w, new_h = int(width * resize), int(height * resize)
         crop_h = int((1.0 - rng.uniform(*bot_pct_lim)) * new_h) - f_h
         crop_w = int(rng.uniform(0, max(0, new_w - f_w)))
-        flip = bool(data_aug_conf.get("rand_flip", False)) and bool(rng.integers(0, 2))
-        rotate = float(rng.uniform(*data_aug_conf.get("rot_lim", [0.0, 0.0])))
+        flip = bool(conf.rand_flip) and bool(rng.integers(0, 2))
+        rotate = float(rng.uniform(*conf.rot_lim))
     else:
         resize = max(f_h / height, f_w / width)
         new_w, new_h = int(width * resize), int(height * resize)
@@ -122,15 +162,64 @@ def _depth_metres(img):
     return arr[..., 0] if arr.ndim == 3 else arr
 
 
-def process_camera_data(cav_params, camera_data, depth_data, data_aug_conf, grid_conf, train, rng=None):
+def cameras_from_agent_yaml(agent_params, images, depths, lidar_pose, names=DEFAULT_CAMS, source="agent yaml"):
+    """The cameras of an OPV2V-format agent YAML as :class:`CameraView` records.
+
+    Args:
+        agent_params: agent YAML dict with ``camera0``..``camera3`` = {``cords`` (6,) world pose (metres,
+            degrees, UE4 axes), ``intrinsic`` (3, 3)}.
+        images: one RGB image per name of ``names`` (PIL or (H, W, 3) uint8), same order.
+        depths: one depth image per name (pixel value = metres), or None.
+        lidar_pose: (6,) CLEAN LiDAR pose of the agent in the world (metres, degrees).
+        names: camera keys of the YAML, in image order.
+        source: file name for error messages.
+
+    Returns:
+        list of :class:`CameraView` (``T_lidar_cam`` = :func:`camera_to_lidar` of ``cords``).
+
+    Raises:
+        DataError: a camera entry or its ``cords`` / ``intrinsic`` is missing, or the image counts differ.
+    """
+    if len(images) != len(names):
+        raise DataError(f"{source}: expected {len(names)} images ({', '.join(names)}), got {len(images)}")
+    if depths is not None and len(depths) != len(names):
+        raise DataError(f"{source}: expected {len(names)} depth images, got {len(depths)}")
+    views = []
+    for i, name in enumerate(names):
+        entry = agent_params.get(name)
+        if not isinstance(entry, dict):
+            raise DataError(f"{source}: missing key '{name}'")
+        for key in ("cords", "intrinsic"):
+            if key not in entry:
+                raise DataError(f"{source}: missing key '{name}.{key}'")
+        views.append(CameraView(name=name, image=images[i],
+                                intrinsic=np.asarray(entry["intrinsic"], dtype=np.float64).reshape(3, 3),
+                                T_lidar_cam=camera_to_lidar(entry["cords"], lidar_pose),
+                                depth=None if depths is None else depths[i]))
+    return views
+
+
+def _select_cameras(cameras, names):
+    """The views named by ``names`` (``data_aug_conf.cams``), in that order."""
+    by_name = {view.name: view for view in cameras}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise DataError(f"cameras: no camera '{missing[0]}' (the agent has {', '.join(by_name) or 'none'}; "
+                        f"key 'data_aug_conf.cams')")
+    views = [by_name[n] for n in names]
+    with_depth = [view.depth is not None for view in views]
+    if any(with_depth) and not all(with_depth):
+        raise DataError(f"cameras: depth images for {sum(with_depth)} of {len(views)} cameras")
+    return views
+
+
+def process_camera_data(cameras, data_aug_conf, grid_conf, train, rng=None):
     """Per-agent camera inputs of the LSS encoders.
 
     Args:
-        cav_params: agent YAML dict with ``camera0``..``camera3`` ({``cords`` (6,), ``intrinsic`` (3, 3)}) and
-            ``lidar_pose_clean`` (6,) (falls back to ``lidar_pose``).
-        camera_data: list of Ncam PIL RGB images (or HxWx3 uint8 arrays), ordered as ``data_aug_conf.cams``.
-        depth_data: list of Ncam depth images (pixel value = metres) or None.
-        data_aug_conf: see :func:`sample_augmentation` (+ ``cams``, default camera0..3).
+        cameras: the agent's :class:`CameraView` list (``AgentFrame.cameras``); the views named by
+            ``data_aug_conf.cams`` are used, in that order; a depth channel is added when they carry depth.
+        data_aug_conf: the type's ``data_aug_conf`` (:data:`DATA_AUG_CONF`; see :func:`sample_augmentation`).
         grid_conf: BEV grid of the encoder (unused here; kept for the dataset call signature).
         train: random augmentation (True) or deterministic (False).
         rng: numpy Generator for the training augmentation (a fresh one if None).
@@ -140,40 +229,23 @@ def process_camera_data(cav_params, camera_data, depth_data, data_aug_conf, grid
         ``intrins`` (Ncam, 3, 3), ``extrinsics`` (Ncam, 4, 4) camera->LiDAR, ``rots`` (Ncam, 3, 3),
         ``trans`` (Ncam, 3), ``post_rots`` (Ncam, 3, 3), ``post_trans`` (Ncam, 3), all float32.
     """
-    for key in ("H", "W", "final_dim"):
-        if key not in data_aug_conf:
-            raise ConfigError(f"data_aug_conf: missing key '{key}'")
-    if train and "resize_lim" not in data_aug_conf:
-        raise ConfigError("data_aug_conf: missing key 'resize_lim'")
+    conf = parse_data_aug_conf(data_aug_conf)
     if train and rng is None:
         rng = np.random.default_rng()
-    cams = list(data_aug_conf.get("cams", DEFAULT_CAMS))
-    if len(camera_data) != len(cams):
-        raise DataError(f"camera_data: expected {len(cams)} images ({', '.join(cams)}), got {len(camera_data)}")
-    if depth_data is not None and len(depth_data) != len(cams):
-        raise DataError(f"depth_data: expected {len(cams)} images, got {len(depth_data)}")
-    lidar_pose = cav_params.get("lidar_pose_clean", cav_params.get("lidar_pose"))
-    if lidar_pose is None:
-        raise DataError("agent yaml: missing key 'lidar_pose'")
-
+    views = _select_cameras(cameras, list(conf.cams))
     out = {k: [] for k in ("imgs", "intrins", "extrinsics", "rots", "trans", "post_rots", "post_trans")}
-    for i, cam in enumerate(cams):
-        if cam not in cav_params:
-            raise DataError(f"agent yaml: missing key '{cam}'")
-        for key in ("cords", "intrinsic"):
-            if key not in cav_params[cam]:
-                raise DataError(f"agent yaml: missing key '{cam}.{key}'")
-        extrinsic = camera_to_lidar(cav_params[cam]["cords"], lidar_pose)  # (4, 4)
-        intrinsic = np.asarray(cav_params[cam]["intrinsic"], dtype=np.float32).reshape(3, 3)
+    for view in views:
+        extrinsic = np.asarray(view.T_lidar_cam, dtype=np.float64)  # (4, 4) camera -> LiDAR
+        intrinsic = np.asarray(view.intrinsic, dtype=np.float32).reshape(3, 3)
 
-        resize, resize_dims, crop, flip, rotate = sample_augmentation(data_aug_conf, train, rng)
+        resize, resize_dims, crop, flip, rotate = sample_augmentation(conf, train, rng)
         post_rot, post_tran = augmentation_matrices(resize, crop, flip, rotate)
-        img = _apply(_to_pil(camera_data[i], f"camera_data[{i}]").convert("RGB"), resize_dims, crop, flip,
+        img = _apply(_to_pil(view.image, f"{view.name} image").convert("RGB"), resize_dims, crop, flip,
                      rotate, Image.Resampling.BILINEAR)
         rgb = (np.asarray(img, dtype=np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD  # (fH, fW, 3)
         channels = [rgb.transpose(2, 0, 1)]  # [(3, fH, fW)]
-        if depth_data is not None:
-            depth_img = Image.fromarray(_depth_metres(_to_pil(depth_data[i], f"depth_data[{i}]")))
+        if view.depth is not None:
+            depth_img = Image.fromarray(_depth_metres(_to_pil(view.depth, f"{view.name} depth")))
             depth = _apply(depth_img, resize_dims, crop, flip, rotate, Image.Resampling.NEAREST)
             channels.append(np.asarray(depth, dtype=np.float32)[None])  # (1, fH, fW)
 

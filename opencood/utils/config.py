@@ -235,6 +235,10 @@ class Cfg(dict):
     def __setattr__(self, name, value):
         self[name] = value
 
+    def __reduce__(self):
+        """Pickle / deepcopy support (spawned DataLoader workers copy datasets holding parsed sections)."""
+        return (Cfg, (dict(self), self.__dict__.get("_path", "")))
+
 
 class Context:
     """Where validation reports to: the source file, the legacy allow-list, the ignored keys it met."""

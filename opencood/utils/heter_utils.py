@@ -23,7 +23,10 @@ import os
 
 import numpy as np
 
+from opencood.utils.camera_utils import DATA_AUG_CONF, GRID_CONF
+from opencood.utils.config import REQUIRED, Key, Schema, registry_schema
 from opencood.utils.errors import ConfigError
+from opencood.utils.registry import PREPROCESSORS
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -56,8 +59,21 @@ def load_modality_assignment(path):
 
 
 def parse_ego_modality(value):
-    """``"m1&m2"`` -> ``["m1", "m2"]``."""
+    """``"m1&m2"`` -> ``["m1", "m2"]`` (the one parser of ``ego_modality`` strings)."""
     return [m.strip() for m in str(value).split("&") if m.strip()]
+
+
+MODALITY_TYPE = r"m\d+"  # agent type names: m1, m2, ...
+
+# One agent type of ``heter.modality_setting``.
+MODALITY_SETTING = Schema({
+    "sensor_type": Key(str, "lidar", "what the type senses", choices=("lidar", "camera")),
+    "preprocess": Key(dict, None, "LiDAR types: the type's own voxeliser (cav_lidar_range derived)",
+                      schema=registry_schema(PREPROCESSORS, "core_method",
+                                             "heter.modality_setting.mX.preprocess.core_method", in_value=True)),
+    "grid_conf": Key(dict, None, "camera types: the LSS BEV grid", schema=GRID_CONF),
+    "data_aug_conf": Key(dict, None, "camera types: image augmentation", schema=DATA_AUG_CONF),
+}, name="agent type")
 
 
 class HeterAssigner:
@@ -69,28 +85,46 @@ class HeterAssigner:
         source: config file name for error messages.
     """
 
+    CONFIG = Schema({
+        "assignment_path": Key(str, None, "modality-assignment json {scenario: {agent_id: type}} (required for "
+                                          "evaluation unless ego_diff_cav)"),
+        "ego_modality": Key(str, None, "the type(s) the ego may have: 'm1' or 'm1&m2' (default: the first type "
+                                       "of modality_setting)"),
+        "mapping_dict": Key(dict, {}, "json type -> experiment type (evaluation)", each=Key(str, REQUIRED)),
+        "cav_preference": Key(dict, None, "training: probability of each type for non-ego agents (default "
+                                          "uniform)", each=Key(float, REQUIRED)),
+        "lidar_channels_dict": Key(dict, {}, "type -> beams (32 | 16): read OPV2V_Hetero <ts>_<beams>.pcd",
+                                   each=Key(int, REQUIRED)),
+        "modality_setting": Key(dict, REQUIRED, "per agent type: sensor and pre-processing",
+                                schema=Schema(patterns={MODALITY_TYPE: Key(dict, REQUIRED, schema=MODALITY_SETTING)},
+                                              name="agent types")),
+        "ego_diff_cav": Key(bool, False, "non-ego agents never get an ego type, also at eval (GenComm stage 2)"),
+    }, name="heterogeneous agents")
+
     def __init__(self, heter, ego_diff_cav=False, source="config"):
         self.source = source
-        settings = heter.get("modality_setting")
-        if not isinstance(settings, dict) or not settings:
-            raise ConfigError(f"{source}: missing key 'heter.modality_setting'")
-        self.modality_setting = settings
+        cfg = self.CONFIG.parse(heter, "heter", source)
+        settings = cfg.modality_setting
+        if not settings:
+            raise ConfigError(f"{source}: key 'heter.modality_setting' names no agent type")
+        self.modality_setting = {m: MODALITY_SETTING.parse(v, f"heter.modality_setting.{m}", source)
+                                 for m, v in settings.items()}  # defaults filled in
         self.modalities = list(settings)
-        self.ego_modality = parse_ego_modality(heter.get("ego_modality", self.modalities[0]))
+        self.ego_modality = parse_ego_modality(cfg.ego_modality or self.modalities[0])
         for m in self.ego_modality:
             if m not in settings:
                 raise ConfigError(f"{source}: 'heter.ego_modality' names '{m}', which is not a key of "
                                   f"'heter.modality_setting' ({', '.join(self.modalities)})")
-        self.mapping_dict = {str(k): str(v) for k, v in (heter.get("mapping_dict") or {}).items()}
-        pref = heter.get("cav_preference") or {m: 1.0 for m in self.modalities}
+        self.mapping_dict = {str(k): str(v) for k, v in cfg.mapping_dict.items()}
+        pref = cfg.cav_preference or {m: 1.0 for m in self.modalities}
         for m in pref:
             if m not in settings:
                 raise ConfigError(f"{source}: 'heter.cav_preference' names '{m}', not a key of "
                                   f"'heter.modality_setting'")
         self.cav_preference = {str(k): float(v) for k, v in pref.items()}
         self.ego_diff_cav = bool(ego_diff_cav)
-        self.lidar_channels_dict = {str(k): int(v) for k, v in (heter.get("lidar_channels_dict") or {}).items()}
-        self.assignment_path = heter.get("assignment_path")
+        self.lidar_channels_dict = {str(k): int(v) for k, v in cfg.lidar_channels_dict.items()}
+        self.assignment_path = cfg.assignment_path
         self.assignment = (load_modality_assignment(self.assignment_path) if self.assignment_path else None)
         if self.ego_diff_cav:
             others = [m for m in self.cav_preference if m not in self.ego_modality]
@@ -99,8 +133,8 @@ class HeterAssigner:
                                   f"'heter.modality_setting' has no non-ego type")
 
     def sensor_type(self, modality):
-        """'lidar' or 'camera' for a type of ``modality_setting`` (default lidar)."""
-        return self.modality_setting[modality].get("sensor_type", "lidar")
+        """'lidar' or 'camera' for a type of ``modality_setting``."""
+        return self.modality_setting[modality].sensor_type
 
     def check_coverage(self, scenario_cavs, train):
         """Check that the json covers every agent of the split and maps to known types.

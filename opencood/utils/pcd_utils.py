@@ -165,6 +165,98 @@ def _is_space(c):
 
 
 @numba.njit(cache=True)
+def _parse_nan_inf(buf, i, n, sign):
+    """A ``nan`` / ``inf`` / ``infinity`` word at ``buf[i]``: (value, index after it, ok)."""
+    j = i
+    while j < n and not _is_space(buf[j]):
+        j += 1
+    word_len = j - i
+    first = buf[i] | 32
+    if first == 110 and word_len == 3 and (buf[i + 1] | 32) == 97 and (buf[i + 2] | 32) == 110:
+        return np.nan, j, True
+    if first == 105 and (word_len == 3 or word_len == 8) and (buf[i + 1] | 32) == 110 \
+            and (buf[i + 2] | 32) == 102:
+        return sign * np.inf, j, True
+    return 0.0, j, False
+
+
+@numba.njit(cache=True)
+def _parse_digits(buf, i, n, mant, digits, exp10, fraction):
+    """Accumulate a run of decimal digits into (mant, digits, exp10); returns them, the new index and
+    whether any digit was seen. At most 18 significant digits are kept; the rest shift ``exp10``."""
+    seen = False
+    while i < n and 48 <= buf[i] <= 57:
+        seen = True
+        if digits < 18:
+            mant = mant * 10 + (buf[i] - 48)
+            if mant > 0:
+                digits += 1
+            if fraction:
+                exp10 -= 1
+        elif not fraction:
+            exp10 += 1
+        i += 1
+    return mant, digits, exp10, i, seen
+
+
+@numba.njit(cache=True)
+def _parse_exponent(buf, i, n):
+    """An ``e[+-]ddd`` suffix at ``buf[i]`` (``buf[i]`` is 'e'/'E'): (signed exponent, new index, ok)."""
+    i += 1
+    esign = 1
+    if i < n and (buf[i] == 45 or buf[i] == 43):
+        if buf[i] == 45:
+            esign = -1
+        i += 1
+    e = 0
+    edigits = 0
+    while i < n and 48 <= buf[i] <= 57:
+        e = min(e * 10 + (buf[i] - 48), 100000)
+        edigits += 1
+        i += 1
+    return esign * e, i, edigits > 0
+
+
+@numba.njit(cache=True)
+def _scale(mant, exp10, pow10):
+    """mant * 10**exp10, exactly rounded when mant < 2**53 and |exp10| <= 22 (as strtod)."""
+    m = np.float64(mant)
+    if mant < (np.int64(1) << 53) and 0 <= exp10 <= 22:
+        return m * pow10[exp10]
+    if mant < (np.int64(1) << 53) and -22 <= exp10 < 0:
+        return m / pow10[-exp10]
+    if exp10 < -300:
+        return (m * 1e-30) * 10.0 ** (exp10 + 30)
+    return m * 10.0 ** exp10
+
+
+@numba.njit(cache=True)
+def _parse_number(buf, i, n, pow10):
+    """One token at ``buf[i]`` (not a space): (value, index after it, ok)."""
+    sign = 1.0
+    if buf[i] == 45 or buf[i] == 43:  # '-' / '+'
+        if buf[i] == 45:
+            sign = -1.0
+        i += 1
+    if i < n and (buf[i] | 32) in (110, 105):  # 'n' / 'i': nan or inf
+        return _parse_nan_inf(buf, i, n, sign)
+    mant, digits, exp10, i, seen = _parse_digits(buf, i, n, np.int64(0), 0, 0, False)
+    if i < n and buf[i] == 46:  # '.'
+        mant, digits, exp10, i, seen_fraction = _parse_digits(buf, i + 1, n, mant, digits, exp10, True)
+        seen = seen or seen_fraction
+    if not seen:
+        return 0.0, i, False
+    if i < n and (buf[i] | 32) == 101:  # 'e'
+        e, i, ok = _parse_exponent(buf, i, n)
+        if not ok:
+            return 0.0, i, False
+        exp10 += e
+    if i < n and not _is_space(buf[i]):
+        return 0.0, i, False
+    return sign * _scale(mant, exp10, pow10), i, True
+
+
+@numba.njit(cache=True)
 def _parse_ascii_floats(buf, out, pow10):
     """Parse whitespace-separated decimal numbers (and nan/inf) from ``buf`` (uint8) into ``out``.
 
@@ -186,80 +278,10 @@ def _parse_ascii_floats(buf, out, pow10):
             return count
         if count >= cap:
             return cap
-        sign = 1.0
-        if buf[i] == 45 or buf[i] == 43:  # '-' / '+'
-            if buf[i] == 45:
-                sign = -1.0
-            i += 1
-        if i < n and (buf[i] | 32) in (110, 105):  # 'n' / 'i': nan or inf
-            j = i
-            while j < n and not _is_space(buf[j]):
-                j += 1
-            word_len = j - i
-            first = buf[i] | 32
-            if first == 110 and word_len == 3 and (buf[i + 1] | 32) == 97 and (buf[i + 2] | 32) == 110:
-                out[count] = np.nan
-            elif first == 105 and (word_len == 3 or word_len == 8) and (buf[i + 1] | 32) == 110 \
-                    and (buf[i + 2] | 32) == 102:
-                out[count] = sign * np.inf
-            else:
-                return -1
-            count += 1
-            i = j
-            continue
-        mant = np.int64(0)
-        digits = 0
-        exp10 = 0
-        seen = False
-        while i < n and 48 <= buf[i] <= 57:
-            seen = True
-            if digits < 18:
-                mant = mant * 10 + (buf[i] - 48)
-                if mant > 0:
-                    digits += 1
-            else:
-                exp10 += 1
-            i += 1
-        if i < n and buf[i] == 46:  # '.'
-            i += 1
-            while i < n and 48 <= buf[i] <= 57:
-                seen = True
-                if digits < 18:
-                    mant = mant * 10 + (buf[i] - 48)
-                    if mant > 0:
-                        digits += 1
-                    exp10 -= 1
-                i += 1
-        if not seen:
+        value, i, ok = _parse_number(buf, i, n, pow10)
+        if not ok:
             return -1
-        if i < n and (buf[i] | 32) == 101:  # 'e'
-            i += 1
-            esign = 1
-            if i < n and (buf[i] == 45 or buf[i] == 43):
-                if buf[i] == 45:
-                    esign = -1
-                i += 1
-            e = 0
-            edigits = 0
-            while i < n and 48 <= buf[i] <= 57:
-                e = min(e * 10 + (buf[i] - 48), 100000)
-                edigits += 1
-                i += 1
-            if edigits == 0:
-                return -1
-            exp10 += esign * e
-        if i < n and not _is_space(buf[i]):
-            return -1
-        m = np.float64(mant)
-        if mant < (np.int64(1) << 53) and 0 <= exp10 <= 22:
-            val = m * pow10[exp10]
-        elif mant < (np.int64(1) << 53) and -22 <= exp10 < 0:
-            val = m / pow10[-exp10]
-        elif exp10 < -300:
-            val = (m * 1e-30) * 10.0 ** (exp10 + 30)
-        else:
-            val = m * 10.0 ** exp10
-        out[count] = sign * val
+        out[count] = value
         count += 1
 
 
@@ -285,12 +307,8 @@ def _parse_header(path, raw):
             return header, pos
 
 
-def _header_layout(path, header):
-    """Validate the header and return (fields, np dtypes per field, counts, n_points, data kind)."""
-    for key in ("FIELDS", "SIZE", "TYPE", "POINTS", "DATA"):
-        if key not in header:
-            raise DataError(f"{path}: malformed PCD header (missing {key})")
-    fields = [f.lower() for f in header["FIELDS"]]
+def _header_numbers(path, header, fields):
+    """Integer SIZE, COUNT and POINTS of a header (WIDTH * HEIGHT checked against POINTS)."""
     counts = header.get("COUNT", ["1"] * len(fields))
     if not (len(header["SIZE"]) == len(header["TYPE"]) == len(counts) == len(fields)):
         raise DataError(f"{path}: malformed PCD header (FIELDS/SIZE/TYPE/COUNT lengths differ)")
@@ -303,6 +321,18 @@ def _header_layout(path, header):
                 raise DataError(f"{path}: malformed PCD header (WIDTH*HEIGHT != POINTS {n_points})")
     except (ValueError, IndexError):
         raise DataError(f"{path}: malformed PCD header (non-integer SIZE/COUNT/WIDTH/HEIGHT/POINTS)") from None
+    if n_points < 0:
+        raise DataError(f"{path}: malformed PCD header (negative POINTS)")
+    return sizes, counts, n_points
+
+
+def _header_layout(path, header):
+    """Validate the header and return (fields, np dtypes per field, counts, n_points, data kind)."""
+    for key in ("FIELDS", "SIZE", "TYPE", "POINTS", "DATA"):
+        if key not in header:
+            raise DataError(f"{path}: malformed PCD header (missing {key})")
+    fields = [f.lower() for f in header["FIELDS"]]
+    sizes, counts, n_points = _header_numbers(path, header, fields)
     dtypes = []
     for t, s in zip(header["TYPE"], sizes):
         if (t.upper(), s) not in _NP_TYPES:
@@ -316,8 +346,6 @@ def _header_layout(path, header):
     kind = header["DATA"][0].lower() if header["DATA"] else ""
     if kind not in ("ascii", "binary", "binary_compressed"):
         raise DataError(f"{path}: unsupported PCD DATA '{kind}'")
-    if n_points < 0:
-        raise DataError(f"{path}: malformed PCD header (negative POINTS)")
     return fields, dtypes, counts, n_points, kind
 
 
@@ -531,6 +559,15 @@ def mask_ego_points(points):
     return points[~inside]
 
 
-def shuffle_points(points):
-    """Return the rows of ``points`` in a random order (numpy global RNG)."""
-    return points[np.random.permutation(points.shape[0])]
+def shuffle_points(points, rng=None):
+    """Return the rows of ``points`` in a random order.
+
+    Args:
+        points: (N, C) array.
+        rng: ``np.random.Generator`` drawing the permutation; None uses the global ``np.random`` state.
+
+    Returns:
+        (N, C) a permuted copy (``np.take``: about 10x faster than fancy indexing, same result).
+    """
+    gen = np.random if rng is None else rng
+    return np.take(points, gen.permutation(points.shape[0]), axis=0)

@@ -10,11 +10,27 @@ Config section (top level of the experiment YAML)::
 Noise is added to the LiDAR pose 6-vector ``[x, y, z, roll, yaw, pitch]`` (metres, degrees) of **every**
 agent, ego included: x and y get N(pos_mean, pos_std) metres, yaw gets N(rot_mean, rot_std) degrees;
 z, roll and pitch are untouched. ``laplace: true`` draws Laplace noise with scale b = the std values.
-The clean pose is kept as ``params['lidar_pose_clean']`` (used for GT and camera extrinsics).
+Agents are :class:`~opencood.data_utils.datasets.basedataset.agent_frame.AgentFrame` records: the noise is
+added to ``lidar_pose_clean`` and written to ``lidar_pose``; ``lidar_pose_clean`` (used for GT and camera
+extrinsics) is never changed.
 """
 import numpy as np
 
+from opencood.utils.config import Cfg, Key, Schema
 from opencood.utils.errors import ConfigError
+
+# The top-level ``noise_setting`` section.
+NOISE_SETTING = Schema({
+    "add_noise": Key(bool, False, "master switch of the localisation noise"),
+    "add_pose_noise": Key(bool, True, "pose noise (when add_noise is true)"),
+    "args": Key(dict, {}, "noise distribution", schema=Schema({
+        "pos_std": Key(float, None, "std (Laplace: scale) of the x and y noise, metres (required with noise)"),
+        "rot_std": Key(float, None, "std (Laplace: scale) of the yaw noise, degrees (required with noise)"),
+        "pos_mean": Key(float, 0.0, "mean of the x and y noise, metres"),
+        "rot_mean": Key(float, 0.0, "mean of the yaw noise, degrees"),
+        "laplace": Key(bool, False, "Laplace instead of Gaussian noise"),
+    }, name="pose noise")),
+}, name="localisation noise")
 
 
 def generate_noise(pos_std, rot_std, pos_mean=0.0, rot_mean=0.0, rng=None):
@@ -44,42 +60,52 @@ def generate_noise_laplace(pos_b, rot_b, pos_mu=0.0, rot_mu=0.0, rng=None):
     return np.array([xy[0], xy[1], 0.0, 0.0, yaw, 0.0])
 
 
+def parse_noise_setting(noise_setting, source="config"):
+    """The ``noise_setting`` section with defaults filled in (None: no noise; a parsed section is returned as is).
+
+    Raises:
+        ConfigError: a bad key, or ``args.pos_std`` / ``args.rot_std`` missing while noise is on.
+    """
+    if isinstance(noise_setting, Cfg):
+        return noise_setting
+    cfg = NOISE_SETTING.parse(noise_setting or {}, "noise_setting", source)
+    if noise_enabled(cfg):
+        for key in ("pos_std", "rot_std"):
+            if cfg.args[key] is None:
+                raise ConfigError(f"{source}: missing key 'noise_setting.args.{key}' (needed when add_noise is true)")
+    return cfg
+
+
 def noise_enabled(noise_setting):
-    """True when ``noise_setting`` asks for pose noise."""
-    if not noise_setting or not noise_setting.get("add_noise", False):
-        return False
-    return bool(noise_setting.get("add_pose_noise", True))
+    """True when a parsed ``noise_setting`` asks for pose noise."""
+    return bool(noise_setting.add_noise and noise_setting.add_pose_noise)
 
 
-def add_noise_data_dict(data_dict, noise_setting, rng=None):
-    """Copy each agent's pose to ``lidar_pose_clean`` and, if enabled, perturb ``lidar_pose``.
+def add_noise_data_dict(agents, noise_setting, rng=None):
+    """Set each agent's ``lidar_pose`` to its clean pose plus, if enabled, one noise draw.
+
+    The draws are made agent by agent in list order (x/y then yaw, see :func:`generate_noise`).
 
     Args:
-        data_dict: OrderedDict cav_id -> base-data dict (``retrieve_base_data`` schema); modified in place.
-        noise_setting: the YAML ``noise_setting`` section or None (no noise).
+        agents: list of ``AgentFrame`` records (ego first); modified in place.
+        noise_setting: the YAML ``noise_setting`` section (raw or :func:`parse_noise_setting` output) or None.
         rng: np.random.Generator for the draws; None uses the global ``np.random`` state.
 
     Returns:
-        ``data_dict`` (same object).
+        ``agents`` (same list).
 
     Raises:
         ConfigError: ``noise_setting.args`` misses ``pos_std`` / ``rot_std`` while noise is on.
     """
-    enabled = noise_enabled(noise_setting)
+    cfg = parse_noise_setting(noise_setting)
+    enabled = noise_enabled(cfg)
     if enabled:
-        args = noise_setting.get("args") or {}
-        for key in ("pos_std", "rot_std"):
-            if key not in args:
-                raise ConfigError(f"config: missing key 'noise_setting.args.{key}' (needed when add_noise is true)")
-        draw = generate_noise_laplace if args.get("laplace", False) else generate_noise
-    for cav in data_dict.values():
-        params = cav["params"]
-        clean = np.asarray(params["lidar_pose"], dtype=np.float64)
-        params["lidar_pose_clean"] = clean.tolist()
+        args = cfg.args
+        draw = generate_noise_laplace if args.laplace else generate_noise
+    for agent in agents:
+        clean = np.asarray(agent.lidar_pose_clean, dtype=np.float64)
         if enabled:
-            noise = draw(args["pos_std"], args["rot_std"], args.get("pos_mean", 0.0), args.get("rot_mean", 0.0),
-                         rng=rng)
-            params["lidar_pose"] = (clean + noise).tolist()
+            agent.lidar_pose = clean + draw(args.pos_std, args.rot_std, args.pos_mean, args.rot_mean, rng=rng)
         else:
-            params["lidar_pose"] = clean.tolist()
-    return data_dict
+            agent.lidar_pose = clean.copy()
+    return agents

@@ -111,24 +111,35 @@ def pose_to_tfm(poses):
     return torch.stack(rows, dim=1).reshape(-1, 4, 4)  # (N, 4, 4)
 
 
-def get_pairwise_transformation(base_data_dict, max_cav, proj_first):
+def _agent_pose(agent):
+    """The (possibly noisy) LiDAR pose of an agent record, of HEAL's ``{'params': {'lidar_pose'}}`` dict, or a
+    pose / (4, 4) matrix given directly."""
+    if hasattr(agent, "lidar_pose"):
+        return agent.lidar_pose
+    if isinstance(agent, dict):
+        return agent["params"]["lidar_pose"]
+    return agent
+
+
+def get_pairwise_transformation(agents, max_cav, proj_first):
     """Pairwise transformations between the agents of one sample.
 
     Args:
-        base_data_dict: ordered ``{cav_id: cav_content}`` (ego first); the pose of each agent is read
-            from ``cav_content['params']['lidar_pose']`` (possibly noisy).
+        agents: the agents in order (ego first): a list of ``AgentFrame`` records (their ``lidar_pose``,
+            possibly noisy), of 6-vector poses or (4, 4) T_world<-agent matrices; or HEAL's ordered dict
+            ``{cav_id: {'params': {'lidar_pose': ...}}}``.
         max_cav: L, the padded number of agents.
         proj_first: when the points were already projected to the ego frame, every entry is identity.
 
     Returns:
         (L, L, 4, 4) float64 array whose ``[i, j]`` is T_{j<-i} = ``x1_to_x2(pose_i, pose_j)`` for the
-        first ``min(len, L)`` agents in dict order; identity elsewhere (padding and diagonal).
+        first ``min(len, L)`` agents; identity elsewhere (padding and diagonal).
     """
     pairwise = np.tile(np.eye(4, dtype=np.float64), (max_cav, max_cav, 1, 1))  # (L, L, 4, 4)
     if proj_first:
         return pairwise
-    to_world = np.stack([x_to_world(content["params"]["lidar_pose"])
-                         for content in list(base_data_dict.values())[:max_cav]])  # (n, 4, 4)
+    items = list(agents.values()) if isinstance(agents, dict) else list(agents)
+    to_world = np.stack([_to_world(_agent_pose(agent)) for agent in items[:max_cav]])  # (n, 4, 4)
     n = to_world.shape[0]
     # T_{j<-i} = inv(T_w<-j) @ T_w<-i for every (i, j).
     pairwise[:n, :n] = np.linalg.inv(to_world)[None, :, :, :] @ to_world[:, None, :, :]

@@ -166,3 +166,25 @@ def test_model_config_error_comes_before_the_datasets(make_tiny_config, tmp_path
         trainer.main(["-y", str(bad), "--log_root", str(tmp_path / "logs"), "--skip_test"])
     assert "unknown model.core_method 'no_such_model'" in capsys.readouterr().err
     assert not (tmp_path / "logs").exists()
+
+
+def test_a_copied_thin_yaml_becomes_a_flat_run_config(tmp_path):
+    """HEAL's recipe copies a shipped YAML into the run folder; training there flattens it (self-contained)."""
+    import argparse
+    import shutil
+
+    from opencood.hypes_yaml.yaml_utils import load_yaml, read_yaml_file
+    src = os.path.join(os.path.dirname(__file__), "..", "..", "opencood/hypes_yaml/demo/gencomm/stage2/m1m3_att.yaml")
+    shutil.copy(src, tmp_path / "config.yaml")
+    opt = argparse.Namespace(model_dir=str(tmp_path))
+    hypes = load_yaml("None", opt)
+    trainer.flatten_run_config(str(tmp_path), hypes)
+    assert "_base_" not in read_yaml_file(str(tmp_path / "config.yaml"))
+    assert "_base_" in read_yaml_file(str(tmp_path / "config_src.yaml"))
+    again = load_yaml("None", opt)
+    for h in (hypes, again):
+        h.pop("_source")
+    assert again == hypes
+    before = (tmp_path / "config.yaml").read_text()
+    trainer.flatten_run_config(str(tmp_path), again)  # already flat, no override: left alone
+    assert (tmp_path / "config.yaml").read_text() == before

@@ -185,3 +185,12 @@ def test_world_objects_to_boxes_empty_and_bad_values():
            6: {"location": ["a", "b", "c"], "center": [0, 0, 0], "angle": [0, 0, 0], "extent": [1, 1, 1]}}
     with pytest.raises(DataError, match=r"vehicles\[6\]: .* 3 numbers"):
         bu.world_objects_to_boxes(bad, [0, 0, 0, 0, 0, 0])
+
+
+def test_transform_boxes_moves_centres_and_yaw():
+    boxes = np.array([[10.0, 5.0, -1.0, 1.5, 2.0, 4.4, 0.3], [-3.0, 1.0, -1.2, 1.6, 1.9, 4.0, -2.9]])
+    tfm = x1_to_x2([0, 0, 1.9, 0, 0, 0], [20, 0, 1.9, 0, 90, 0])  # frame a -> frame b (yawed 90 deg)
+    out = bu.transform_boxes(boxes, tfm, "hwl")
+    np.testing.assert_allclose(out[:, :3], boxes[:, :3] @ tfm[:3, :3].T + tfm[:3, 3], atol=1e-9)
+    np.testing.assert_allclose(out[:, 3:6], boxes[:, 3:6], atol=1e-9)
+    np.testing.assert_allclose(np.cos(out[:, 6] - (boxes[:, 6] - np.pi / 2)), 1.0, atol=1e-9)

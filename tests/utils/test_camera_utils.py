@@ -4,8 +4,8 @@ import pytest
 import torch
 from PIL import Image
 
-from opencood.utils.camera_utils import (augmentation_matrices, camera_to_lidar, collate_camera,
-                                         process_camera_data, sample_augmentation)
+from opencood.utils.camera_utils import (augmentation_matrices, camera_to_lidar, cameras_from_agent_yaml,
+                                         collate_camera, process_camera_data, sample_augmentation)
 from opencood.utils.errors import DataError
 from opencood.utils.transformation_utils import x_to_world
 
@@ -40,12 +40,19 @@ def blank_images(n=4, size=(800, 600)):
     return [Image.new("RGB", size) for _ in range(n)]
 
 
+def cameras(params=None, images=None, depths=None, names=("camera0", "camera1", "camera2", "camera3")):
+    """CameraView records of ``agent_params()`` (LiDAR at its clean pose)."""
+    params = agent_params() if params is None else params
+    images = blank_images(len(names)) if images is None else images
+    return cameras_from_agent_yaml(params, images, depths, params["lidar_pose_clean"], list(names))
+
+
 def test_extrinsic_maps_world_point_to_expected_pixel():
     params = agent_params()
     cam_pos = np.array(params["camera0"]["cords"][:3])
     world = cam_pos + 20.0 * FWD + 3.0 * RIGHT + 1.0 * UP  # 20 m ahead, 3 m right, 1 m up
     lidar_pt = np.linalg.inv(x_to_world(LIDAR_POSE)) @ np.append(world, 1.0)
-    out = process_camera_data(params, blank_images(), None, aug_conf(), {}, train=False)
+    out = process_camera_data(cameras(params), aug_conf(), {}, train=False)
     cam_pt = np.linalg.inv(out["extrinsics"][0].astype(np.float64)) @ lidar_pt  # OpenCV camera frame
     uvw = out["intrins"][0] @ cam_pt[:3]
     assert uvw[2] == pytest.approx(20.0, abs=1e-3)
@@ -79,7 +86,8 @@ def test_train_augmentation_moves_pixels_as_post_rot_says(flip):
     depth[v0 - 8:v0 + 9, u0 - 8:u0 + 9] = 30
     conf = aug_conf(rot_lim=[-10.0, 10.0], rand_flip=flip, cams=["camera0"])
     rng = np.random.default_rng(3)
-    out = process_camera_data(agent_params(), [Image.fromarray(rgb)], [Image.fromarray(depth)], conf, {}, True, rng)
+    views = cameras(images=[Image.fromarray(rgb)], depths=[Image.fromarray(depth)], names=["camera0"])
+    out = process_camera_data(views, conf, {}, True, rng)
     assert out["imgs"].shape == (1, 4, 384, 512) and out["imgs"].dtype == np.float32
     expected = out["post_rots"][0] @ np.array([u0, v0, 1.0]) + out["post_trans"][0]
     bright = out["imgs"][0, 0] > 1.0  # normalised white
@@ -91,14 +99,30 @@ def test_train_augmentation_moves_pixels_as_post_rot_says(flip):
 
 def test_collate_and_errors():
     params = agent_params()
-    items = [process_camera_data(params, blank_images(), None, aug_conf(), {}, train=True,
-                                 rng=np.random.default_rng(i)) for i in range(2)]
+    items = [process_camera_data(cameras(params), aug_conf(), {}, train=True, rng=np.random.default_rng(i))
+             for i in range(2)]
     batch = collate_camera(items)
     assert batch["imgs"].shape == (2, 4, 3, 384, 512)
     assert batch["intrins"].shape == (2, 4, 3, 3) and batch["extrinsics"].shape == (2, 4, 4, 4)
     assert batch["trans"].shape == (2, 4, 3) and batch["post_trans"].dtype == torch.float32
+    views = cameras(params)
+    with pytest.raises(DataError, match="no camera 'camera2'"):
+        process_camera_data(views[:2] + views[3:], aug_conf(), {}, train=False)
     del params["camera2"]
-    with pytest.raises(DataError, match="camera2"):
-        process_camera_data(params, blank_images(), None, aug_conf(), {}, train=False)
+    with pytest.raises(DataError, match="000068.yaml: missing key 'camera2'"):
+        cameras_from_agent_yaml(params, blank_images(), None, LIDAR_POSE, source="000068.yaml")
     with pytest.raises(DataError, match="expected 4 images"):
-        process_camera_data(agent_params(), blank_images(3), None, aug_conf(), {}, train=False)
+        cameras(images=blank_images(3))
+
+
+def test_cameras_selected_by_name_and_extrinsic_from_clean_pose():
+    views = cameras()
+    np.testing.assert_array_equal(views[1].T_lidar_cam, camera_to_lidar(agent_params()["camera1"]["cords"],
+                                                                        LIDAR_POSE))
+    conf = aug_conf(cams=["camera3", "camera0"])
+    out = process_camera_data(views, conf, {}, train=False)
+    np.testing.assert_allclose(out["extrinsics"][0], views[3].T_lidar_cam.astype(np.float32))
+    assert out["imgs"].shape == (2, 3, 384, 512)
+    with pytest.raises(DataError, match="depth images for 1 of 2"):
+        views[0].depth = Image.new("L", (800, 600))
+        process_camera_data(views, conf, {}, train=False)

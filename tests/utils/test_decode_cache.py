@@ -79,12 +79,15 @@ def test_dataset_with_cache_gives_identical_samples(tmp_path):
     for _ in range(2):  # first pass fills the cache, second reads it
         for i in range(len(plain)):
             a, b = plain.base.retrieve_base_data(i), cached.base.retrieve_base_data(i)
-            assert list(a) == list(b)
-            for cav in a:
-                np.testing.assert_array_equal(a[cav]["lidar_np"], b[cav]["lidar_np"])
-                assert a[cav]["params"] == b[cav]["params"]
-                for key in ("camera_data", "depth_data"):
-                    for ia, ib in zip(a[cav][key], b[cav][key]):
+            assert [r.agent_id for r in a] == [r.agent_id for r in b]
+            for ra, rb in zip(a, b):
+                np.testing.assert_array_equal(ra.points, rb.points)
+                np.testing.assert_array_equal(ra.lidar_pose, rb.lidar_pose)
+                np.testing.assert_array_equal(ra.objects, rb.objects)
+                assert ra.object_ids == rb.object_ids and ra._loader_data == rb._loader_data
+                for ca, cb in zip(ra.cameras, rb.cameras):
+                    np.testing.assert_array_equal(ca.T_lidar_cam, cb.T_lidar_cam)
+                    for ia, ib in ((ca.image, cb.image), (ca.depth, cb.depth)):
                         assert (ia.mode, ia.size) == (ib.mode, ib.size)
                         np.testing.assert_array_equal(np.asarray(ia), np.asarray(ib))
     n_entries = sum(len(fs) for _, _, fs in os.walk(tmp_path / "cache"))

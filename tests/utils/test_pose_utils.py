@@ -1,25 +1,27 @@
 """Pose noise (opencood.utils.pose_utils)."""
-from collections import OrderedDict
-
 import numpy as np
 import pytest
 
+from opencood.data_utils.datasets.basedataset.agent_frame import AgentFrame
 from opencood.utils.errors import ConfigError
-from opencood.utils.pose_utils import add_noise_data_dict, generate_noise
+from opencood.utils.pose_utils import add_noise_data_dict, generate_noise, generate_noise_laplace
+from opencood.utils.transformation_utils import x_to_world
 
 POSE = [1.0, 2.0, 1.9, 0.5, 30.0, -0.5]
 
 
 def data():
-    return OrderedDict((c, {"params": {"lidar_pose": list(POSE)}}) for c in ("1", "2"))
+    return [AgentFrame(agent_id=c, is_ego=c == "1", lidar_pose=np.array(POSE), lidar_pose_clean=np.array(POSE))
+            for c in ("1", "2")]
 
 
 def test_no_noise_keeps_pose_and_records_clean():
     d = add_noise_data_dict(data(), None)
-    for cav in d.values():
-        assert cav["params"]["lidar_pose"] == POSE and cav["params"]["lidar_pose_clean"] == POSE
+    for agent in d:
+        assert agent.lidar_pose.tolist() == POSE and agent.lidar_pose_clean.tolist() == POSE
     d = add_noise_data_dict(data(), {"add_noise": False, "args": {"pos_std": 5, "rot_std": 5}})
-    assert d["1"]["params"]["lidar_pose"] == POSE
+    assert d[0].lidar_pose.tolist() == POSE
+    np.testing.assert_array_equal(d[0].T_world_lidar, x_to_world(POSE))
 
 
 @pytest.mark.parametrize("laplace", [False, True])
@@ -27,11 +29,17 @@ def test_noise_only_on_x_y_yaw_for_every_agent(laplace):
     setting = {"add_noise": True, "args": {"pos_std": 0.5, "rot_std": 2.0, "pos_mean": 0, "rot_mean": 0,
                                            "laplace": laplace}}
     d = add_noise_data_dict(data(), setting, np.random.default_rng(0))
-    for cav in d.values():
-        delta = np.subtract(cav["params"]["lidar_pose"], POSE)
+    for agent in d:
+        delta = np.subtract(agent.lidar_pose, POSE)
         assert np.all(delta[[2, 3, 5]] == 0) and np.all(delta[[0, 1, 4]] != 0)
-        assert cav["params"]["lidar_pose_clean"] == POSE
-    assert d["1"]["params"]["lidar_pose"] != d["2"]["params"]["lidar_pose"]
+        assert agent.lidar_pose_clean.tolist() == POSE
+    assert d[0].lidar_pose.tolist() != d[1].lidar_pose.tolist()
+    # the draws: agent by agent, in list order, from the one generator
+    rng = np.random.default_rng(0)
+    draw = generate_noise_laplace if laplace else generate_noise
+    for agent in d:
+        np.testing.assert_array_equal(agent.lidar_pose, np.array(POSE) + draw(0.5, 2.0, 0, 0, rng=rng))
+    np.testing.assert_array_equal(d[1].T_world_lidar, x_to_world(d[1].lidar_pose))
 
 
 def test_noise_statistics():

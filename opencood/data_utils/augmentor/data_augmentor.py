@@ -17,6 +17,7 @@ frames, where a per-agent transform would break the pairwise poses).
 """
 import numpy as np
 
+from opencood.utils.config import REQUIRED, Context, Key, LookupFailed, Schema
 from opencood.utils.errors import ConfigError
 
 
@@ -80,32 +81,68 @@ def random_world_scaling(boxes, points, scale_range, rng):
     return boxes, points
 
 
+# NAME -> (operation, its argument key, the Key declaring that argument)
 _OPS = {
-    "random_world_flip": (random_world_flip, "ALONG_AXIS_LIST"),
-    "random_world_rotation": (random_world_rotation, "WORLD_ROT_ANGLE"),
-    "random_world_scaling": (random_world_scaling, "WORLD_SCALE_RANGE"),
+    "random_world_flip": (random_world_flip, "ALONG_AXIS_LIST",
+                          Key(list, REQUIRED, "axes mirrored with p = 0.5 each: 'x' (y -> -y) and/or 'y' (x -> -x)")),
+    "random_world_rotation": (random_world_rotation, "WORLD_ROT_ANGLE",
+                              Key((float, list), REQUIRED, "[lo, hi] rotation about z, radians (a number a: "
+                                                           "[-a, a])")),
+    "random_world_scaling": (random_world_scaling, "WORLD_SCALE_RANGE",
+                             Key(list, REQUIRED, "[lo, hi] scale factor of points and boxes", length=2)),
 }
+# One ``data_augment`` entry per operation NAME.
+OP_SCHEMAS = {name: Schema({"NAME": Key(str, REQUIRED, "operation"), key: arg}, name=name)
+              for name, (_, key, arg) in _OPS.items()}
+
+
+class _RaisingContext(Context):
+    """Validation context whose failures become :class:`LookupFailed` (a ``Key.schema`` callable's error)."""
+
+    def fail(self, message):
+        raise LookupFailed(message)
+
+
+def _check_entry(i, entry, ctx):
+    """Validate ``data_augment[i]``; problems go to ``ctx.fail`` (one line)."""
+    name = entry.get("NAME") if isinstance(entry, dict) else None
+    if name not in _OPS:
+        ctx.fail(f"unknown data_augment[{i}].NAME '{name}'; known: {', '.join(_OPS)}")
+    OP_SCHEMAS[name].validate(entry, f"data_augment[{i}]", ctx)
+    if name == "random_world_flip":
+        bad = [a for a in entry["ALONG_AXIS_LIST"] if a not in ("x", "y")]
+        if bad:
+            ctx.fail(f"key 'data_augment[{i}].ALONG_AXIS_LIST' has '{bad[0]}', expected 'x' or 'y'")
+
+
+def check_augment_list(parent, value):
+    """``Key.schema`` callable of the top-level ``data_augment`` list: validates every entry at load."""
+    ctx = _RaisingContext()
+    for i, entry in enumerate(value or []):
+        _check_entry(i, entry, ctx)
+    return None
 
 
 class DataAugmentor:
     """Apply the configured augmentations in order (training only).
 
     Args:
-        augment_config: list of dicts with ``NAME`` and the operation's key (see module docstring).
+        augment_config: the ``data_augment`` list: dicts with ``NAME`` and the operation's key (``OP_SCHEMAS``).
         train: augment only when True.
         source: config file name for error messages.
     """
 
+    # ``data_augment`` is a list, so it is declared as one top-level Key (entries validated by check_augment_list)
+    CONFIG_KEY = Key(list, [], "LiDAR augmentation of early/late fusion training, applied in order: entries "
+                           f"{{NAME, <argument>}}, NAME one of {', '.join(_OPS)}", schema=check_augment_list)
+
     def __init__(self, augment_config, train=True, source="config"):
         self.train = train
         self.ops = []
+        ctx = Context(source)
         for i, cfg in enumerate(augment_config or []):
-            name = cfg.get("NAME") if isinstance(cfg, dict) else None
-            if name not in _OPS:
-                raise ConfigError(f"{source}: unknown data_augment[{i}].NAME '{name}'; known: {', '.join(_OPS)}")
-            fn, key = _OPS[name]
-            if key not in cfg:
-                raise ConfigError(f"{source}: missing key 'data_augment[{i}].{key}' for {name}")
+            _check_entry(i, cfg, ctx)
+            fn, key, _ = _OPS[cfg["NAME"]]
             self.ops.append((fn, cfg[key]))
 
     def forward(self, data_dict, rng):

@@ -4,8 +4,31 @@
 intermediateheter, intermediateheterinfer) and ``fusion.dataset`` the base loader (``BASE_DATASETS``:
 opv2v, v2xset). Unknown names raise ConfigError listing the known ones.
 """
+from opencood.utils.config import schema_of
 from opencood.utils.errors import ConfigError
 from opencood.utils.registry import BASE_DATASETS, DATASETS
+
+
+def data_config_keys():
+    """The top-level config keys the data side declares, for the experiment schema.
+
+    The union of every registered base loader's ``CONFIG`` (``root_dir``, ``validate_dir``, ``test_dir``,
+    ``seed``, ``input_source``, ``add_data_extension``, ``data_cache_dir``, ``heter``, ``ego_diff_cav``) and
+    every fusion dataset's ``TOP_LEVEL`` (``comm_range``, ``noise_setting``, ``data_augment``, ``use_cav``);
+    the first declaration of a name wins. The ``fusion`` section itself is declared by each fusion dataset's
+    ``CONFIG``, ``preprocess`` by the pre-processor's, and ``train_params.max_cav`` by the trainer's schema.
+
+    Returns:
+        dict name -> :class:`~opencood.utils.config.Key` (nested sections carry their Schema).
+    """
+    keys = {}
+    for name in BASE_DATASETS.names():
+        for key, decl in schema_of(BASE_DATASETS.get(name)).keys.items():
+            keys.setdefault(key, decl)
+    for name in DATASETS.names():
+        for key, decl in DATASETS.get(name).TOP_LEVEL.keys.items():
+            keys.setdefault(key, decl)
+    return keys
 
 
 def build_dataset(dataset_cfg, visualize=False, train=True):

@@ -1,30 +1,41 @@
 """What every fusion dataset shares: the base loader, processors, GT construction and collate helpers.
 
 A fusion dataset (early / intermediate / late / heter) *has* a base loader (``BASE_DATASETS`` entry named
-by ``fusion.dataset``) and turns its per-agent raw data into model samples. Public surface (HEAL's):
+by ``fusion.dataset``) and turns its :class:`~opencood.data_utils.datasets.basedataset.agent_frame.AgentFrame`
+records into model samples; it never reads a dataset's raw files. Public surface (HEAL's):
 ``len(ds)``, ``ds[idx]`` (dict with key ``'ego'``, or per-agent keys for late fusion at test; ``None`` when
 no agent is left), ``collate_batch_train``, ``collate_batch_test``, ``reinitialize()``,
 ``post_process(data_dict, output_dict) -> (pred_box (K,8,3), pred_score (K,))``,
 ``generate_gt_bbx(data_dict)``, ``ds.post_processor``, ``ds.pre_processor``, ``ds.anchor_box``.
 
+GT classes: every padded GT row has an ``object_bbx_class`` (int64): the index of the object's super-class
+in the head's class list (``post_processor.class_names``). A head with one class (or none declared) is
+class-agnostic: every box is class 0 and no object is dropped (trucks are ordinary GT, as in the reference).
+With several classes, objects whose class the head does not detect are left out of the GT. Rows with mask 0
+hold class 0.
+
 Frames: GT boxes are 7-vectors in ``postprocess.order`` (``hwl`` by default), metres, yaw in radians, in
 the LiDAR frame named by each function. Poses are ``[x, y, z, roll, yaw, pitch]`` (metres, degrees).
 """
+import inspect
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from opencood.data_utils.augmentor.data_augmentor import DataAugmentor
+from opencood.data_utils.datasets.basedataset.agent_frame import ObjectSet
+from opencood.data_utils.datasets.basedataset.base_dataset import parse_declared
 from opencood.data_utils.post_processor import build_postprocessor
 from opencood.data_utils.pre_processor import build_preprocessor
-from opencood.utils.box_utils import mask_boxes_outside_range_numpy, world_objects_to_boxes
+from opencood.utils.box_utils import mask_boxes_outside_range_numpy
+from opencood.utils.config import REQUIRED, Key, LookupFailed, Schema
 from opencood.utils.errors import ConfigError
+from opencood.utils.pose_utils import NOISE_SETTING, parse_noise_setting
 from opencood.utils.registry import BASE_DATASETS
 
-DEFAULT_COMM_RANGE = 70.0  # metres, the reference's constant when the YAML has no comm_range
-BEV_VIS_RESOLUTION = 0.39  # metres per pixel of <ts>_bev_visibility.png (256 x 256, ego at 127,127)
 LABEL_KEYS = ("pos_equal_one", "neg_equal_one", "targets")
 
 
@@ -35,38 +46,43 @@ def project_points(points, tfm):
     return out
 
 
-def shuffle_points(points, rng):
-    """Random permutation of the rows of (P, C) points (``np.take``: about 10x faster than fancy indexing)."""
-    return np.take(points, rng.permutation(len(points)), axis=0)
-
-
 def bev_distance(pose_a, pose_b):
     """BEV (x, y) distance between two 6-vector poses, metres."""
     return math.hypot(pose_a[0] - pose_b[0], pose_a[1] - pose_b[1])
 
 
-def visible_object_mask(boxes, bev_visibility):
-    """Which boxes have their centre on a visible pixel of a 256x256 ``bev_visibility`` map.
-
-    Args:
-        boxes: (M, 7) boxes in the agent's clean LiDAR frame.
-        bev_visibility: (H, W) uint8, heading up; non-zero = visible; (x, y) -> row 127 - int(x / 0.39),
-            col 127 + int(y / 0.39).
-
-    Returns:
-        (M,) bool.
-    """
-    h, w = bev_visibility.shape[:2]
-    rows = (h // 2 - 1) - np.trunc(boxes[:, 0] / BEV_VIS_RESOLUTION).astype(np.int64)
-    cols = (w // 2 - 1) + np.trunc(boxes[:, 1] / BEV_VIS_RESOLUTION).astype(np.int64)
-    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-    vis = np.zeros(len(boxes), dtype=bool)
-    vis[inside] = bev_visibility[rows[inside], cols[inside]] > 0
-    return vis
-
-
 def to_tensor(x, dtype=torch.float32):
     return torch.as_tensor(np.asarray(x), dtype=dtype)
+
+
+def _known_base_dataset(parent, value=None):
+    """``Key.schema`` callable of ``fusion.dataset``: the name must be a registered base loader."""
+    if value is not None and value not in BASE_DATASETS:
+        raise LookupFailed(f"unknown fusion.dataset '{value}'; known: {', '.join(BASE_DATASETS.names())}")
+    return None
+
+
+class PaddedObjects(NamedTuple):
+    """GT padded to ``max_num`` rows.
+
+    Attributes:
+        center: (max_num, 7) float32 boxes (zero rows after the valid ones).
+        mask: (max_num,) float32, 1 for valid rows.
+        ids: object ids of the valid rows.
+        classes: (max_num,) int64 ``object_bbx_class`` (0 on padding rows).
+        names: super-class names of the valid rows.
+    """
+
+    center: np.ndarray
+    mask: np.ndarray
+    ids: list
+    classes: np.ndarray
+    names: list
+
+    def valid_objects(self, boxes=None):
+        """The valid rows as an :class:`ObjectSet` (with ``boxes`` (n, 7) instead of theirs, e.g. augmented)."""
+        n = len(self.ids)
+        return ObjectSet(self.center[:n] if boxes is None else boxes, list(self.ids), list(self.names))
 
 
 class BaseFusionDataset(Dataset):
@@ -75,10 +91,28 @@ class BaseFusionDataset(Dataset):
     Args:
         params: experiment config from ``load_yaml``.
         visualize: keep every agent's points for pictures (``origin_lidar``).
-        train: training split and behaviour (random CAV order, augmentation, cav_lidar_range GT filter).
+        train: training split and behaviour (random agent order, augmentation, cav_lidar_range GT filter).
+
+    ``CONFIG`` declares the ``fusion`` section, ``TOP_LEVEL`` the top-level keys a fusion dataset reads.
     """
 
     heterogeneous = False
+    FUSION_ARGS = Schema({
+        "proj_first": Key(bool, False, "intermediate fusion: project the points into the ego frame before "
+                                       "voxelising (pairwise matrices become identity); early fusion always "
+                                       "projects, late fusion never"),
+    }, name="fusion args")
+    CONFIG = Schema({
+        "core_method": Key(str, REQUIRED, "fusion dataset (registry DATASETS)"),
+        "dataset": Key(str, "opv2v", "base loader of the on-disk format (registry BASE_DATASETS)",
+                       schema=_known_base_dataset),
+        "args": Key(dict, {}, "fusion options", schema=FUSION_ARGS),
+    }, name="fusion")
+    TOP_LEVEL = Schema({
+        "comm_range": Key(float, 70.0, "metres; agents farther (BEV, noisy poses) from the ego are dropped"),
+        "noise_setting": Key(dict, None, "localisation noise of every agent", schema=NOISE_SETTING),
+        "data_augment": DataAugmentor.CONFIG_KEY,
+    }, name="fusion dataset")
 
     def __init__(self, params, visualize=False, train=True):
         self.params = params
@@ -88,29 +122,42 @@ class BaseFusionDataset(Dataset):
         for key in ("fusion", "preprocess", "postprocess"):
             if not isinstance(params.get(key), dict):
                 raise ConfigError(f"{self.source}: missing key '{key}'")
-        base_cls = BASE_DATASETS.get(params["fusion"].get("dataset", "opv2v"), self.source)
-        self.base = base_cls(params, visualize, train, heterogeneous=self.heterogeneous)
-        self.pre_processor = build_preprocessor(params["preprocess"], train)
-        self.post_processor = build_postprocessor(params["postprocess"], train)
-        self.anchor_box = self.post_processor.generate_anchor_box()  # (H', W', A, 7)
+        self.fusion_cfg = self.CONFIG.parse(params["fusion"], "fusion", self.source)
+        self.top_cfg = parse_declared(self.TOP_LEVEL, params, "", self.source)
         post = params["postprocess"]
         self.order = post.get("order", "hwl")
+        base_cls = BASE_DATASETS.get(self.fusion_cfg.dataset, self.source)
+        self.base = base_cls(params, visualize, train, heterogeneous=self.heterogeneous, order=self.order)
+        self.pre_processor = build_preprocessor(params["preprocess"], train)
+        self.set_post_processor(build_postprocessor(post, train))
         self.max_num = int(post.get("max_num", 150))
         self.cav_lidar_range = list(post.get("anchor_args", {}).get("cav_lidar_range",
                                                                      params["preprocess"]["cav_lidar_range"]))
         self.gt_range = list(post.get("gt_range", self.cav_lidar_range))
-        self.comm_range = float(params.get("comm_range", DEFAULT_COMM_RANGE))
-        self.noise_setting = params.get("noise_setting")
-        self.proj_first = bool((params["fusion"].get("args") or {}).get("proj_first", False))
+        self.comm_range = float(self.top_cfg.comm_range)
+        self.noise_setting = parse_noise_setting(self.top_cfg.noise_setting, self.source)
+        self.proj_first = bool(self.fusion_cfg.args.proj_first)
         self.max_cav = self.base.max_cav
-        self.data_augmentor = DataAugmentor(params.get("data_augment"), train, self.source)
+        self.data_augmentor = DataAugmentor(self.top_cfg.data_augment, train, self.source)
+
+    def set_post_processor(self, post_processor):
+        """Use ``post_processor`` for anchors and labels; reads its class list (``class_names``, also on its
+        ``head``) and whether its ``generate_label`` takes the GT classes (``gt_class`` / ``classes``)."""
+        self.post_processor = post_processor
+        self.anchor_box = post_processor.generate_anchor_box()  # (H', W', A, 7)
+        names = getattr(post_processor, "class_names", None)
+        if names is None:
+            names = getattr(getattr(post_processor, "head", None), "class_names", None)
+        self.class_names = list(names) if names and len(names) > 1 else []  # [] = class-agnostic
+        accepted = inspect.signature(post_processor.generate_label).parameters
+        self.label_class_arg = next((a for a in ("gt_class", "classes") if a in accepted), None)
 
     # ------------------------------------------------------------------ epoch / size
     def __len__(self):
         return len(self.base)
 
     def reinitialize(self):
-        """New epoch: reshuffle the CAV order (train) and redraw per-sample randomness / agent types."""
+        """New epoch: reshuffle the agent order (train) and redraw per-sample randomness / agent types."""
         self.base.reinitialize()
 
     def collate_single_cloud_train(self, batch):
@@ -168,25 +215,6 @@ class BaseFusionDataset(Dataset):
         """GT filter range: ``cav_lidar_range`` in training, ``gt_range`` in evaluation."""
         return self.cav_lidar_range if self.train else self.gt_range
 
-    def project_objects(self, params_list, reference_pose):
-        """Boxes of the objects listed by several agents, in the frame of ``reference_pose``.
-
-        Args:
-            params_list: agent YAML dicts (their ``vehicles``).
-            reference_pose: 6-vector LiDAR pose (metres, degrees) of the output frame.
-
-        Returns:
-            (boxes (M, 7) float32, ids list); de-duplicated by object id, first occurrence wins.
-        """
-        merged = {}
-        for params in params_list:
-            found_ids, found = world_objects_to_boxes(params["vehicles"], reference_pose, self.order)  # (M_i, 7)
-            for obj_id, box in zip(found_ids, found):
-                merged.setdefault(obj_id, box)
-        ids = list(merged)
-        boxes = np.asarray([merged[i] for i in ids], dtype=np.float32).reshape(-1, 7)
-        return boxes, ids
-
     def inside_range(self, boxes, limit_range):
         """(M,) bool: all 8 corners of each box inside ``limit_range`` (x, y and z)."""
         if not len(boxes):
@@ -194,34 +222,52 @@ class BaseFusionDataset(Dataset):
         _, inside = mask_boxes_outside_range_numpy(boxes, limit_range, self.order, return_mask=True)
         return np.asarray(inside, dtype=bool)
 
-    def filter_and_pad(self, boxes, ids, limit_range=None, keep=None):
-        """Keep boxes with all 8 corners inside ``limit_range`` (None: no range test) and with ``keep``
-        true, then pad to ``max_num``.
+    def class_index(self, classes):
+        """(M,) int64 ``object_bbx_class`` of super-class names (all 0 for a class-agnostic head)."""
+        if not self.class_names:
+            return np.zeros(len(classes), dtype=np.int64)
+        return np.asarray([self.class_names.index(c) for c in classes], dtype=np.int64)
+
+    def filter_and_pad(self, objects, limit_range=None, keep=None):
+        """Keep objects with all 8 corners inside ``limit_range`` (None: no range test), with ``keep`` true and
+        of a class the head detects, then pad to ``max_num``.
+
+        Args:
+            objects: :class:`ObjectSet` (boxes (M, 7)).
+            limit_range: 6 numbers (metres) or None.
+            keep: optional (M,) bool.
 
         Returns:
-            object_bbx_center (max_num, 7) float32, object_bbx_mask (max_num,) float32, object_ids list.
+            :class:`PaddedObjects`.
         """
-        if len(boxes):
-            inside = np.ones(len(boxes), dtype=bool) if limit_range is None else self.inside_range(boxes, limit_range)
+        if len(objects.boxes):
+            inside = np.ones(len(objects.boxes), dtype=bool) if limit_range is None else \
+                self.inside_range(objects.boxes, limit_range)
             if keep is not None:
                 inside &= keep
-            boxes = boxes[inside]
-            ids = [ids[i] for i in np.flatnonzero(inside)]
-        n = min(len(boxes), self.max_num)
+            if self.class_names:
+                inside &= np.isin(objects.classes, self.class_names)
+            objects = objects.subset(inside)
+        n = min(len(objects.boxes), self.max_num)
         center = np.zeros((self.max_num, 7), dtype=np.float32)
         mask = np.zeros(self.max_num, dtype=np.float32)
-        center[:n] = boxes[:n]
+        classes = np.zeros(self.max_num, dtype=np.int64)
+        center[:n] = objects.boxes[:n]
         mask[:n] = 1
-        return center, mask, list(ids[:n])
+        classes[:n] = self.class_index(objects.classes[:n])
+        return PaddedObjects(center, mask, list(objects.ids[:n]), classes, list(objects.classes[:n]))
 
-    def generate_object_center(self, params_list, reference_pose, limit_range):
-        """Fused GT: objects of all agents w.r.t. ``reference_pose``, range-filtered and padded."""
-        boxes, ids = self.project_objects(params_list, reference_pose)
-        return self.filter_and_pad(boxes, ids, limit_range)
+    def generate_label(self, padded):
+        """Anchor targets of padded GT: {'pos_equal_one', 'neg_equal_one' (H',W',A), 'targets' (H',W',7A)}."""
+        extra = {self.label_class_arg: padded.classes} if self.label_class_arg else {}
+        return self.post_processor.generate_label(gt_box_center=padded.center, anchors=self.anchor_box,
+                                                  mask=padded.mask, **extra)
 
-    def generate_label(self, center, mask):
-        """Anchor targets of padded boxes: {'pos_equal_one', 'neg_equal_one' (H',W',A), 'targets' (H',W',7A)}."""
-        return self.post_processor.generate_label(gt_box_center=center, anchors=self.anchor_box, mask=mask)
+    @staticmethod
+    def gt_entries(padded):
+        """The GT part of a sample dict."""
+        return {"object_bbx_center": padded.center, "object_bbx_mask": padded.mask,
+                "object_bbx_class": padded.classes, "object_ids": padded.ids}
 
     # ------------------------------------------------------------------ inference helpers
     def post_process(self, data_dict, output_dict):
@@ -238,21 +284,29 @@ class BaseFusionDataset(Dataset):
         return self.post_processor.generate_gt_bbx(data_dict)
 
     # ------------------------------------------------------------------ collate helpers
+    def collate_gt(self, samples):
+        """Stacked GT of samples: object_bbx_center (B, max_num, 7), object_bbx_mask (B, max_num) float32,
+        object_bbx_class (B, max_num) int64."""
+        return {"object_bbx_center": to_tensor(np.stack([s["object_bbx_center"] for s in samples])),
+                "object_bbx_mask": to_tensor(np.stack([s["object_bbx_mask"] for s in samples])),
+                "object_bbx_class": to_tensor(np.stack([s["object_bbx_class"] for s in samples]), torch.int64)}
+
     def collate_one_cloud_per_sample(self, samples):
         """Collate samples that hold ONE voxel dict each (early fusion, late fusion training).
 
         Returns:
             dict: processed_lidar (coords prefixed by the sample index), object_bbx_center (B, 150, 7),
-            object_bbx_mask (B, 150), object_ids (first sample), anchor_box (H', W', A, 7), label_dict
-            (B, ...), record_len (B,) ones, lidar_pose / lidar_pose_clean (B, 6) of the ego / chosen agent.
+            object_bbx_mask (B, 150), object_bbx_class (B, 150), object_ids (first sample), anchor_box
+            (H', W', A, 7), label_dict (B, ...), record_len (B,) ones, lidar_pose / lidar_pose_clean (B, 6)
+            of the ego / chosen agent.
         """
-        center = to_tensor(np.stack([s["object_bbx_center"] for s in samples]))
-        mask = to_tensor(np.stack([s["object_bbx_mask"] for s in samples]))
+        gt = self.collate_gt(samples)
         anchor = to_tensor(self.anchor_box)
         label_dict = self.collate_labels([s["label_dict"] for s in samples])
-        label_dict.update({"object_bbx_center": center, "object_bbx_mask": mask, "anchor_box": anchor})
+        label_dict.update(gt)
+        label_dict["anchor_box"] = anchor
         return {"processed_lidar": self.pre_processor.collate_batch([s["processed_lidar"] for s in samples]),
-                "object_bbx_center": center, "object_bbx_mask": mask, "object_ids": samples[0]["object_ids"],
+                **gt, "object_ids": samples[0]["object_ids"],
                 "anchor_box": anchor, "label_dict": label_dict,
                 "record_len": torch.ones(len(samples), dtype=torch.long),
                 "lidar_pose": to_tensor(np.stack([s["lidar_poses"][0] for s in samples])),

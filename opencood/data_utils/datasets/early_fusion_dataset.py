@@ -6,16 +6,14 @@ agents w.r.t. the clean ego pose (de-dup by id); training augmentation (``data_a
 ``cav_lidar_range`` (open interval); GT boxes with any corner outside the GT range removed
 (``cav_lidar_range`` in training, ``gt_range`` in evaluation); one voxelisation.
 
-``ds[idx]['ego']``: object_bbx_center (150, 7), object_bbx_mask, object_ids, anchor_box, processed_lidar
-(voxel dict), label_dict, cav_num, lidar_poses / lidar_poses_clean (n, 6), sample_idx, cav_id_list,
-origin_lidar (P, 4) when visualize.
+``ds[idx]['ego']``: object_bbx_center (150, 7), object_bbx_mask, object_bbx_class, object_ids, anchor_box,
+processed_lidar (voxel dict), label_dict, cav_num, lidar_poses / lidar_poses_clean (n, 6), sample_idx,
+cav_id_list, origin_lidar (P, 4) when visualize.
 """
 import numpy as np
 
-from opencood.data_utils.datasets.base_fusion_dataset import (
-    BaseFusionDataset, bev_distance, project_points, shuffle_points)
-from opencood.utils.pcd_utils import mask_ego_points, mask_points_by_range
-from opencood.utils.pose_utils import add_noise_data_dict
+from opencood.data_utils.datasets.base_fusion_dataset import BaseFusionDataset, bev_distance, project_points
+from opencood.utils.pcd_utils import mask_ego_points, mask_points_by_range, shuffle_points
 from opencood.utils.registry import DATASETS
 from opencood.utils.transformation_utils import x1_to_x2
 
@@ -26,34 +24,30 @@ class EarlyFusionDataset(BaseFusionDataset):
 
     def __getitem__(self, idx):
         rng = self.base.sample_rng(idx)
-        base_data = self.base.retrieve_base_data(idx, rng)
-        add_noise_data_dict(base_data, None, rng)  # records lidar_pose_clean; early fusion is noise-free
-        items = list(base_data.items())
-        ego_pose = items[0][1]["params"]["lidar_pose"]
-        agents = [(cav_id, c) for cav_id, c in items
-                  if bev_distance(c["params"]["lidar_pose"], ego_pose) <= self.comm_range]
+        agents = self.base.retrieve_base_data(idx, rng)  # early fusion is noise-free: lidar_pose is clean
+        ego_pose = agents[0].lidar_pose
+        agents = [a for a in agents if bev_distance(a.lidar_pose, ego_pose) <= self.comm_range]
         points = np.concatenate(
-            [project_points(mask_ego_points(shuffle_points(c["lidar_np"], rng)),
-                            x1_to_x2(c["params"]["lidar_pose"], ego_pose)) for _, c in agents], axis=0)
-        boxes, ids = self.project_objects([c["params"] for _, c in agents], ego_pose)
-        center, mask, ids = self.filter_and_pad(boxes, ids)
-        aug = self.data_augmentor({"lidar_np": points, "object_bbx_center": center, "object_bbx_mask": mask}, rng)
+            [project_points(mask_ego_points(shuffle_points(a.points, rng)), x1_to_x2(a.lidar_pose, ego_pose))
+             for a in agents], axis=0)
+        gt = self.filter_and_pad(self.base.objects_in_frame(agents, ego_pose))
+        aug = self.data_augmentor({"lidar_np": points, "object_bbx_center": gt.center,
+                                   "object_bbx_mask": gt.mask}, rng)
         points = mask_points_by_range(aug["lidar_np"], self.cav_lidar_range)
-        valid = mask.astype(bool)
-        center, mask, ids = self.filter_and_pad(aug["object_bbx_center"][valid], ids, self.object_range)
+        gt = self.filter_and_pad(gt.valid_objects(aug["object_bbx_center"][gt.mask.astype(bool)]), self.object_range)
         sample = {
-            "object_bbx_center": center, "object_bbx_mask": mask, "object_ids": ids,
-            "anchor_box": self.anchor_box, "processed_lidar": self.pre_processor.preprocess(points),
-            "label_dict": self.generate_label(center, mask), "cav_num": len(agents),
-            "lidar_poses": np.asarray([c["params"]["lidar_pose"] for _, c in agents], dtype=np.float32),
-            "lidar_poses_clean": np.asarray([c["params"]["lidar_pose_clean"] for _, c in agents], dtype=np.float32),
-            "sample_idx": idx, "cav_id_list": [cav_id for cav_id, _ in agents]}
+            **self.gt_entries(gt), "anchor_box": self.anchor_box,
+            "processed_lidar": self.pre_processor.preprocess(points), "label_dict": self.generate_label(gt),
+            "cav_num": len(agents),
+            "lidar_poses": np.asarray([a.lidar_pose for a in agents], dtype=np.float32),
+            "lidar_poses_clean": np.asarray([a.lidar_pose_clean for a in agents], dtype=np.float32),
+            "sample_idx": idx, "cav_id_list": [a.agent_id for a in agents]}
         if self.visualize:
             sample["origin_lidar"] = points.astype(np.float32)
         return {"ego": sample}
 
     def collate_batch_train(self, batch):
         """{'ego': processed_lidar (coords prefixed by sample index), object_bbx_center (B, 150, 7),
-        object_bbx_mask (B, 150), object_ids (first sample), anchor_box, label_dict (B, ...), record_len
-        (B,) ones}; None samples skipped, None if nothing is left."""
+        object_bbx_mask (B, 150), object_bbx_class (B, 150), object_ids (first sample), anchor_box, label_dict
+        (B, ...), record_len (B,) ones}; None samples skipped, None if nothing is left."""
         return self.collate_single_cloud_train(batch)

@@ -11,21 +11,17 @@ key of ``heter.modality_setting`` are dropped. Inputs are grouped per type:
 ``agent_modality_list`` gives each agent's type in agent order; after collation the agents of type mX are
 rows 0..N_mX-1 of ``inputs_mX`` (voxel coords are prefixed with that within-type index) in the order they
 appear in ``agent_modality_list``, so the model restores the agent order by walking that list.
-Single-agent labels are always produced; camera agents use bev_visibility-filtered single labels in
-training when ``add_data_extension`` provides ``bev_visibility.png`` (evaluation GT is always LiDAR GT).
+The GT is the fused LiDAR GT for every agent type (no per-agent labels are built).
 
 ``intermediateheterinfer`` (dynamic agent joining, ``inference_heter_in_order.py``) is the same dataset:
 with ``fusion.args.use_cav: N`` the fused GT comes from every agent in range while only the first N
 agents' inputs go to the model (``record_len = min(N, n)``), see ``IntermediateFusionDataset``.
 """
-from opencood.data_utils.datasets.base_fusion_dataset import visible_object_mask
 from opencood.data_utils.datasets.intermediate_fusion_dataset import IntermediateFusionDataset
 from opencood.data_utils.pre_processor import build_preprocessor
-from opencood.utils.camera_utils import collate_camera, process_camera_data
+from opencood.utils.camera_utils import collate_camera, parse_data_aug_conf, process_camera_data
 from opencood.utils.errors import ConfigError
 from opencood.utils.registry import DATASETS
-
-BEV_VISIBILITY_EXT = "bev_visibility.png"
 
 
 @DATASETS.register("intermediateheter", "intermediateheterfusion", "intermediateheterinfer")
@@ -38,15 +34,19 @@ class IntermediateheterFusionDataset(IntermediateFusionDataset):
         super().__init__(params, visualize, train)
         self.heter = self.base.heter
         self.modality_pre_processors = {}
+        self.camera_aug = {}  # mX -> parsed data_aug_conf
         for m in self.heter.modalities:
             setting = self.heter.modality_setting[m]
+            where = f"heter.modality_setting.{m}"
             if self.heter.sensor_type(m) == "lidar":
-                self.modality_pre_processors[m] = build_preprocessor(setting["preprocess"], train)
-            else:
-                for key in ("data_aug_conf", "grid_conf"):
-                    if not isinstance(setting.get(key), dict):
-                        raise ConfigError(f"{self.source}: missing key 'heter.modality_setting.{m}.{key}'")
-        self.use_visible_labels = train and not visualize and BEV_VISIBILITY_EXT in self.base.add_data_extension
+                if setting.preprocess is None:
+                    raise ConfigError(f"{self.source}: missing key '{where}.preprocess'")
+                self.modality_pre_processors[m] = build_preprocessor(setting.preprocess, train, f"{where}.preprocess")
+                continue
+            for key in ("data_aug_conf", "grid_conf"):
+                if setting[key] is None:
+                    raise ConfigError(f"{self.source}: missing key '{where}.{key}'")
+            self.camera_aug[m] = parse_data_aug_conf(setting.data_aug_conf, f"{where}.data_aug_conf", self.source)
 
     def preprocessor_for(self, key):
         """``inputs_mX`` entries come from the voxeliser of type mX."""
@@ -54,28 +54,22 @@ class IntermediateheterFusionDataset(IntermediateFusionDataset):
             return self.modality_pre_processors.get(key[len("inputs_"):])
         return super().preprocessor_for(key)
 
-    def keep_agent(self, cav):
-        return cav["modality_name"] in self.heter.modality_setting
+    def keep_agent(self, agent):
+        return agent.modality in self.heter.modality_setting
 
     def agent_inputs(self, agents, ego_pose, rng):
         """{'inputs_mX': [per-agent input of type mX, agent order], 'agent_modality_list': [types]}."""
         out = {f"inputs_{m}": [] for m in self.heter.modalities}
-        for _, cav in agents:
-            m = cav["modality_name"]
-            setting = self.heter.modality_setting[m]
+        for agent in agents:
+            m = agent.modality
             if self.heter.sensor_type(m) == "lidar":
-                item = self.modality_pre_processors[m].preprocess(self.prepare_points(cav, ego_pose, rng))
+                item = self.modality_pre_processors[m].preprocess(self.prepare_points(agent, ego_pose, rng))
             else:
-                item = process_camera_data(cav["params"], cav["camera_data"], cav.get("depth_data"),
-                                           setting["data_aug_conf"], setting["grid_conf"], self.train, rng=rng)
+                item = process_camera_data(agent.cameras, self.camera_aug[m],
+                                           self.heter.modality_setting[m].grid_conf, self.train, rng=rng)
             out[f"inputs_{m}"].append(item)
-        out["agent_modality_list"] = [cav["modality_name"] for _, cav in agents]
+        out["agent_modality_list"] = [agent.modality for agent in agents]
         return out
-
-    def single_objects_keep(self, cav, boxes):
-        if self.use_visible_labels and self.heter.sensor_type(cav["modality_name"]) == "camera":
-            return visible_object_mask(boxes, cav[BEV_VISIBILITY_EXT])
-        return None
 
     def collate_inputs(self, samples):
         """Per type: voxel dicts through that type's pre-processor, camera dicts through collate_camera."""

@@ -1,6 +1,6 @@
 """Voxelisation of LiDAR point clouds for PointPillars / SECOND encoders (spconv-2 semantics).
 
-The grid is ``round((max - min) / voxel_size)`` cells of ``cav_lidar_range``; points outside the range
+The grid is ``round((max - min) / voxel_size)`` cells of ``cav_lidar_range`` (``opencood.utils.bev_grid.grid_size``); points outside the range
 are dropped, every voxel keeps at most ``max_points_per_voxel`` points (first come, first kept) and at
 most ``max_voxel_train`` / ``max_voxel_test`` voxels are produced, in first-occurrence order of the
 points — exactly what spconv's ``Point2VoxelCPU3d`` does.
@@ -21,6 +21,8 @@ import torch
 
 from opencood.data_utils.pre_processor.batch_utils import cat_tensors
 from opencood.ops.voxelize import voxelize
+from opencood.utils.bev_grid import grid_size
+from opencood.utils.config import REQUIRED, Key, Schema
 from opencood.utils.errors import ConfigError, DataError
 from opencood.utils.registry import PREPROCESSORS
 from opencood.utils.spconv_utils import import_spconv
@@ -32,42 +34,46 @@ SPCONV_MAX_GRID_CELLS = 1 << 24
 BACKENDS = ("spconv", "torch")
 
 
-def _param(params, section, key):
-    """``params[section][key]`` (or ``params[key]`` when ``section`` is None), else a one-line ConfigError."""
-    node = params if section is None else params.get(section)
-    name = key if section is None else f"{section}.{key}"
-    if not isinstance(node, dict) or key not in node:
-        raise ConfigError(f"{params.get('_source', 'config')}: missing key 'preprocess.{name}'")
-    return node[key]
-
-
 @PREPROCESSORS.register("SpVoxelPreprocessor")
 class SpVoxelPreprocessor:
     """Turn one agent's point cloud into voxels (spconv-2 ``Point2VoxelCPU3d`` semantics).
 
     Args:
-        preprocess_params: the YAML ``preprocess`` section: ``{core_method, cav_lidar_range
-            [xmin, ymin, zmin, xmax, ymax, zmax] (m), args: {voxel_size [vx, vy, vz] (m),
-            max_points_per_voxel, max_voxel_train, max_voxel_test}}``.
+        preprocess_params: the YAML ``preprocess`` section (see ``CONFIG``).
         train: use ``max_voxel_train`` (True) or ``max_voxel_test`` (False) as the voxel cap.
         backend: ``'spconv'``, ``'torch'`` or None (automatic, see the module docstring); CUDA input
             always uses the torch op.
+        path: dotted config path of the section, for messages (``heter.modality_setting.m1.preprocess``).
     """
 
-    def __init__(self, preprocess_params, train, backend=None):
+    CONFIG = Schema({
+        "core_method": Key(str, REQUIRED, "registered pre-processor name"),
+        "cav_lidar_range": Key(list, None, "[xmin, ymin, zmin, xmax, ymax, zmax] m of the voxel grid (derived from "
+                                           "the top-level cav_lidar_range when absent)", length=6),
+        "args": Key(dict, REQUIRED, "voxeliser settings", schema=Schema({
+            "voxel_size": Key(list, REQUIRED, "[vx, vy, vz] m", length=3),
+            "max_points_per_voxel": Key(int, REQUIRED, "points kept per voxel (first come, first kept)"),
+            "max_voxel_train": Key(int, REQUIRED, "voxel cap per cloud in training"),
+            "max_voxel_test": Key(int, REQUIRED, "voxel cap per cloud in evaluation"),
+            "on_device": Key(bool, False, "workers pass points; voxelise after the batch reached the model's device"),
+        }, name="voxeliser")),
+    }, name="pre-processing")
+
+    def __init__(self, preprocess_params, train, backend=None, path="preprocess"):
+        source = preprocess_params.get("_source", "config") if isinstance(preprocess_params, dict) else "config"
+        cfg = self.CONFIG.parse(preprocess_params, path, source)
         self.params = preprocess_params
         self.train = train
-        self.lidar_range = [float(v) for v in _param(preprocess_params, None, "cav_lidar_range")]
-        self.voxel_size = [float(v) for v in _param(preprocess_params, "args", "voxel_size")]
-        if len(self.lidar_range) != 6 or len(self.voxel_size) != 3 or min(self.voxel_size) <= 0:
-            raise ConfigError(f"{preprocess_params.get('_source', 'config')}: 'preprocess.cav_lidar_range' must "
-                              f"have 6 numbers and 'preprocess.args.voxel_size' 3 positive numbers")
-        self.max_points_per_voxel = int(_param(preprocess_params, "args", "max_points_per_voxel"))
-        cap_key = "max_voxel_train" if train else "max_voxel_test"
-        self.max_voxels = int(_param(preprocess_params, "args", cap_key))
-        extent = np.asarray(self.lidar_range[3:]) - np.asarray(self.lidar_range[:3])
-        # (3,) cells along x, y, z
-        self.grid_size = np.round(extent / np.asarray(self.voxel_size)).astype(np.int64)
+        if cfg.cav_lidar_range is None:
+            raise ConfigError(f"{source}: missing key '{path}.cav_lidar_range'")
+        self.lidar_range = [float(v) for v in cfg.cav_lidar_range]
+        self.voxel_size = [float(v) for v in cfg.args.voxel_size]
+        if min(self.voxel_size) <= 0:
+            raise ConfigError(f"{source}: key '{path}.args.voxel_size' must be 3 positive numbers, "
+                              f"got {cfg.args.voxel_size}")
+        self.max_points_per_voxel = int(cfg.args.max_points_per_voxel)
+        self.max_voxels = int(cfg.args.max_voxel_train if train else cfg.args.max_voxel_test)
+        self.grid_size = grid_size(self.lidar_range, self.voxel_size)  # (3,) cells along x, y, z
         if backend is None:
             backend = "spconv" if int(np.prod(self.grid_size)) <= SPCONV_MAX_GRID_CELLS else "torch"
         if backend not in BACKENDS:
@@ -75,7 +81,7 @@ class SpVoxelPreprocessor:
         self.backend = backend
         # on_device: workers only read points; voxelisation happens after the batch reached the model's
         # device (``voxelize_collated``), e.g. on the GPU, instead of in the DataLoader workers.
-        self.on_device = bool((preprocess_params.get("args") or {}).get("on_device", False))
+        self.on_device = bool(cfg.args.on_device)
         self._spconv_generator = None  # built on first use, inside the data-loader worker
         self._spconv_buffer_zero = False  # whether the generator's voxel buffer is known to be all zero
 

@@ -90,8 +90,7 @@ def make_tree(root, cameras=False, hetero=False, bev=False, n_points=300):
     return base
 
 
-def make_hypes(base, core_method="intermediate", max_cav=5, comm_range=70, gt_range=None, heter=None,
-               supervise_single=False, extra=None):
+def make_hypes(base, core_method="intermediate", max_cav=5, comm_range=70, gt_range=None, heter=None, extra=None):
     """Config for the tiny tree, run through the YAML parser (derives anchor W/H)."""
     hypes = {
         "_source": "tiny.yaml",
@@ -109,7 +108,7 @@ def make_hypes(base, core_method="intermediate", max_cav=5, comm_range=70, gt_ra
                                         "r": [0, 90], "feature_stride": 4, "num": 2},
                         "target_args": {"pos_threshold": 0.6, "neg_threshold": 0.45, "score_threshold": 0.2},
                         "dir_args": {"dir_offset": 0.7853, "num_bins": 2, "anchor_yaw": [0, 90]}},
-        "model": {"core_method": "heter_model_baseline", "args": {"supervise_single": supervise_single}},
+        "model": {"core_method": "heter_model_baseline", "args": {}},
     }
     if gt_range is not None:
         hypes["postprocess"]["gt_range"] = list(gt_range)

@@ -93,23 +93,19 @@ def test_pairwise_matrix_matches_x1_to_x2(base):
     np.testing.assert_allclose(pw[1, 0][:3, 3], [20, 0, 0], atol=1e-4)
 
 
-def test_single_labels_in_agent_clean_frame(base):
-    h = make_hypes(base, supervise_single=True, extra={
+def test_pose_noise_moves_only_lidar_pose_and_gt_stays_clean(base):
+    h = make_hypes(base, extra={
         "noise_setting": {"add_noise": True, "args": {"pos_std": 1.0, "rot_std": 1.0, "pos_mean": 0, "rot_mean": 0}}})
     ds = build_dataset(h, train=False)
     s = ds[0]["ego"]
     assert not np.allclose(s["lidar_poses"], s["lidar_poses_clean"])
     np.testing.assert_allclose(s["lidar_poses_clean"], [agent_pose(c) for c in s["cav_id_list"]], atol=1e-4)
-    single = s["label_dict_single"][1]  # agent 200 at (20, 0) yaw 90: object 1 at (10, 5) world
-    center = single["object_bbx_center_single"][single["object_bbx_mask_single"] == 1]
-    expected = x1_to_x2([10, 5, 0.75, 0, 0, 0], agent_pose("200"))[:3, 3]
-    assert np.abs(center[:, :3] - expected).sum(axis=1).min() < 1e-3
     # the fused GT stays in the clean ego frame despite the noise
     np.testing.assert_allclose(by_id(s)[1][:3], [10, 5, -1.15], atol=1e-4)
 
 
 def test_collate_train_shapes_and_agent_index_prefix(base):
-    ds = build_dataset(make_hypes(base, supervise_single=True), train=True)
+    ds = build_dataset(make_hypes(base), train=True)
     batch = ds.collate_batch_train([ds[0], None, ds[1]])["ego"]
     n = int(batch["record_len"].sum())
     assert batch["record_len"].tolist() == [ds[0]["ego"]["cav_num"], ds[1]["ego"]["cav_num"]]
@@ -120,8 +116,10 @@ def test_collate_train_shapes_and_agent_index_prefix(base):
     assert batch["label_dict"]["pos_equal_one"].shape == (2, h, w, 2)
     assert batch["label_dict"]["targets"].shape == (2, h, w, 14)
     assert batch["label_dict"]["record_len"] is batch["record_len"]
-    assert batch["label_dict_single"]["pos_equal_one"].shape == (n, h, w, 2)
-    assert batch["label_dict_single"]["object_bbx_center_single"].shape == (n, 150, 7)
+    assert batch["object_bbx_class"].shape == (2, 150) and batch["object_bbx_class"].dtype == torch.int64
+    assert not batch["object_bbx_class"].any()  # a one-class head is class-agnostic
+    assert batch["label_dict"]["object_bbx_class"] is batch["object_bbx_class"]
+    assert "label_dict_single" not in batch
     coords = batch["processed_lidar"]["voxel_coords"]
     assert coords.shape[1] == 4 and set(coords[:, 0].tolist()) == set(range(n))
     assert ds.collate_batch_train([None]) is None
@@ -257,3 +255,14 @@ def test_corrupt_pcd_names_the_file(tmp_path):
     ds[0]
     with pytest.raises(DataError, match=bad):
         ds[1]
+
+
+def test_shuffle_points_with_a_generator_is_the_old_permutation():
+    from opencood.utils.pcd_utils import shuffle_points
+    pts = np.random.default_rng(1).normal(size=(500, 4)).astype(np.float32)
+    perm = np.random.default_rng(7).permutation(500)
+    np.testing.assert_array_equal(shuffle_points(pts, np.random.default_rng(7)), pts[perm])
+    np.random.seed(3)
+    expected = pts[np.random.permutation(500)]
+    np.random.seed(3)
+    np.testing.assert_array_equal(shuffle_points(pts), expected)

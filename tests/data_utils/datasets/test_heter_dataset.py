@@ -4,7 +4,6 @@ import json
 import os
 import pickle
 
-import numpy as np
 import pytest
 
 from opencood.data_utils.datasets import build_dataset
@@ -36,15 +35,14 @@ def test_eval_mapping_reorders_ego_and_drops_unknown_types(root):
     ds = build_dataset(heter_hypes(root), train=False)
     # json (sorted ids): -1 m1, 100 m2, 200 m3, 300 m4; 100 is not an ego type -> -1 (json order first) is ego
     assert ds.base.scenario_database[0]["order"] == ["-1", "100", "200", "300"]
-    base = ds.base.retrieve_base_data(0)
-    assert [c["modality_name"] for c in base.values()] == ["m1", "m2", "m3", "m4"]
-    assert len(base["200"]["lidar_np"]) == 150  # m3 reads the 32-beam cloud (every 2nd point here)
-    assert len(base["-1"]["lidar_np"]) == 300
-    assert "lidar_np" not in base["100"]  # m2 is not configured: nothing is read for it
+    base = {a.agent_id: a for a in ds.base.retrieve_base_data(0)}
+    assert [a.modality for a in base.values()] == ["m1", "m2", "m3", "m4"]
+    assert len(base["200"].points) == 150  # m3 reads the 32-beam cloud (every 2nd point here)
+    assert len(base["-1"].points) == 300 and base["-1"].is_infrastructure and base["-1"].is_ego
+    assert base["100"].points is None  # m2 is not configured: nothing is read for it
     s = ds[0]["ego"]
     assert s["cav_id_list"] == ["-1", "200"] and s["agent_modality_list"] == ["m1", "m3"]
     assert len(s["inputs_m1"]) == 1 and len(s["inputs_m3"]) == 1
-    assert len(s["label_dict_single"]) == 2
 
 
 def test_train_draws_types_from_preference_and_ego_modality(root):
@@ -53,20 +51,20 @@ def test_train_draws_types_from_preference_and_ego_modality(root):
     for _ in range(6):
         ds.reinitialize()
         for i in range(len(ds)):
-            types.append([c["modality_name"] for c in ds.base.retrieve_base_data(i).values()])
+            types.append([a.modality for a in ds.base.retrieve_base_data(i)])
     assert all(t[0] == "m1" for t in types)
     others = {m for t in types for m in t[1:]}
     assert others == {"m1", "m3"}
     again = build_dataset(heter_hypes(root), train=True)
-    assert [c["modality_name"] for c in again.base.retrieve_base_data(0).values()] == \
-        [c["modality_name"] for c in build_dataset(heter_hypes(root), train=True).base.retrieve_base_data(0).values()]
+    assert [a.modality for a in again.base.retrieve_base_data(0)] == \
+        [a.modality for a in build_dataset(heter_hypes(root), train=True).base.retrieve_base_data(0)]
 
 
 def test_ego_diff_cav_in_train_and_eval(root):
     for train in (True, False):
         ds = build_dataset(heter_hypes(root, ego_diff_cav=True), train=train)
         for i in range(len(ds)):
-            types = [c["modality_name"] for c in ds.base.retrieve_base_data(i).values()]
+            types = [a.modality for a in ds.base.retrieve_base_data(i)]
             assert types[0] == "m1" and set(types[1:]) == {"m3"}
     ds = build_dataset(heter_hypes(root, ego_diff_cav=True), train=False)
     assert ds.base.scenario_database[0]["order"] == ["100", "200", "300", "-1"]  # json only orders, no reorder
@@ -104,7 +102,6 @@ def test_collate_groups_by_modality_and_keeps_order(root):
     per_agent = [v for s in samples for v in s["ego"]["inputs_m3"]]
     rows = batch["inputs_m3"]["voxel_coords"][:, 0]
     assert [int((rows == k).sum()) for k in range(4)] == [len(v["voxel_coords"]) for v in per_agent]
-    assert batch["label_dict_single"]["pos_equal_one"].shape[0] == 8
     assert batch["inputs_m3"]["voxel_features"].shape[1:] == (5, 4)
     assert batch["inputs_m1"]["voxel_features"].shape[1:] == (8, 4)
 
@@ -130,7 +127,7 @@ def test_missing_hetero_files_are_listed(tmp_path):
         build_dataset(heter_hypes(root), train=False)
 
 
-def test_camera_agents_get_visible_single_labels(root):
+def test_camera_agents_get_camera_inputs(root):
     pytest.importorskip("opencood.utils.camera_utils")
     cam = {"sensor_type": "camera", "core_method": "lift_splat_shoot",
            "grid_conf": {"xbound": [-51.2, 51.2, 0.4], "ybound": [-51.2, 51.2, 0.4], "zbound": [-10, 10, 20.0],
@@ -150,7 +147,9 @@ def test_camera_agents_get_visible_single_labels(root):
     assert imgs.shape[:2] == (4, 4) and imgs.shape[2:] == (8, 16)
     batch = ds.collate_batch_train([ds[0]])["ego"]
     assert tuple(batch["inputs_m2"]["imgs"].shape[:2]) == (1, 4)
-    assert np.all(s["label_dict_single"][1]["object_bbx_mask_single"][:2] == 1)  # all-visible map keeps boxes
+    record = ds.base.retrieve_base_data(0)[1]
+    assert [c.name for c in record.cameras] == ["camera0", "camera1", "camera2", "camera3"]
+    assert record.cameras[0].depth is not None and record.extensions["bev_visibility.png"].shape == (256, 256)
 
 
 def _draws(batch):

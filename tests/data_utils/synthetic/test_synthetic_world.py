@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from opencood.data_utils.synthetic import generate
-from opencood.data_utils.synthetic.generator import MARKER
+from opencood.data_utils.synthetic.generator import MARKER, TRUCK_MIN_LENGTH
 from opencood.tools import make_synthetic
 from opencood.utils.errors import DataError
 from opencood.utils.pcd_utils import pcd_to_np
@@ -76,6 +76,7 @@ def test_layout(tiny):
 def test_yaml_contents(tiny, frames):
     root, _ = tiny
     other_cav_seen = False
+    trucks = 0
     for _, scen, cav, ts, params, _ in frames:
         for key in ("lidar_pose", "true_ego_pos", "predicted_ego_pos"):
             assert len(params[key]) == 6
@@ -94,12 +95,15 @@ def test_yaml_contents(tiny, frames):
         other_cav_seen |= bool(cav_ids & set(params["vehicles"]))
         for vid, v in params["vehicles"].items():
             assert isinstance(vid, int)
-            assert set(v) == {"location", "center", "angle", "extent", "speed"}
+            assert set(v) - {"obj_type"} == {"location", "center", "angle", "extent", "speed"}
             ext = np.array(v["extent"])
+            assert v.get("obj_type") == ("Truck" if 2 * ext[0] > TRUCK_MIN_LENGTH else None)
+            trucks += "obj_type" in v
             assert 1.8 <= ext[0] <= 2.6 and 0.85 <= ext[1] <= 1.15 and 0.6 <= ext[2] <= 0.9
             assert 2 * ext[2] <= 2.9
             assert v["angle"][0] == 0.0 and v["angle"][2] == 0.0
     assert other_cav_seen  # other CAVs are listed like any vehicle
+    assert trucks > 0  # a second object class exists
 
 
 @pytest.fixture(scope="module")

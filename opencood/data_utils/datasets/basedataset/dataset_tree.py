@@ -86,33 +86,12 @@ def scan_split(split_dir, need, skip_scenarios=()):
     if not os.path.isdir(split_dir):
         raise DataError(f"{split_dir}: dataset split folder not found")
     problems = []
-    scenarios = []
-    names = sorted(n for n in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, n)))
     skip = set(skip_scenarios)
-    names = [n for n in names if n not in skip]
+    names = [n for n in sorted(os.listdir(split_dir))
+             if os.path.isdir(os.path.join(split_dir, n)) and n not in skip]
     if not names:
         problems.append(f"{split_dir}: no scenario folders")
-    for name in names:
-        scen_path = os.path.join(split_dir, name)
-        cav_ids = sorted(c for c in os.listdir(scen_path) if os.path.isdir(os.path.join(scen_path, c)))
-        if not cav_ids:
-            problems.append(f"{scen_path}: scenario has no agent folders")
-            continue
-        cavs = {}
-        for cav in cav_ids:
-            cav_path = os.path.join(scen_path, cav)
-            files = _listdir(cav_path) or set()
-            stamps = sorted(f[:-5] for f in files if f.endswith(".yaml") and "additional" not in f)
-            stamps = [t for t in stamps if (name, t) not in BLACKLIST]
-            if not stamps:
-                problems.append(f"{cav_path}: agent folder has no <timestamp>.yaml")
-            cavs[cav] = {"timestamps": stamps, "json": {t for t in stamps if t + ".json" in files},
-                         "files": files}
-        all_stamps = sorted(set().union(*(c["timestamps"] for c in cavs.values())))
-        for cav, info in cavs.items():
-            problems.extend(_check_agent(paths, name, cav, info, all_stamps, need))
-            del info["files"]
-        scenarios.append({"name": name, "path": scen_path, "cavs": cavs})
+    scenarios = [scen for scen in (_scan_scenario(paths, name, need, problems) for name in names) if scen]
     if problems:
         shown = "; ".join(problems[:MAX_LISTED_PROBLEMS])
         more = f" (and {len(problems) - MAX_LISTED_PROBLEMS} more)" if len(problems) > MAX_LISTED_PROBLEMS else ""
@@ -121,42 +100,73 @@ def scan_split(split_dir, need, skip_scenarios=()):
     return scenarios
 
 
+def _scan_scenario(paths, name, need, problems):
+    """One scenario's dict (see :func:`scan_split`), or None when it has no agent folder; problems appended."""
+    scen_path = os.path.join(paths["split_dir"], name)
+    cav_ids = sorted(c for c in os.listdir(scen_path) if os.path.isdir(os.path.join(scen_path, c)))
+    if not cav_ids:
+        problems.append(f"{scen_path}: scenario has no agent folders")
+        return None
+    cavs = {cav: _scan_agent(os.path.join(scen_path, cav), name, problems) for cav in cav_ids}
+    all_stamps = sorted(set().union(*(c["timestamps"] for c in cavs.values())))
+    for cav, info in cavs.items():
+        problems.extend(_check_agent(paths, name, cav, info, all_stamps, need))
+        del info["files"]
+    return {"name": name, "path": scen_path, "cavs": cavs}
+
+
+def _scan_agent(cav_path, scenario, problems):
+    """``{'timestamps', 'json', 'files'}`` of one agent folder (blacklisted frames removed)."""
+    files = _listdir(cav_path) or set()
+    stamps = sorted(f[:-5] for f in files if f.endswith(".yaml") and "additional" not in f)
+    stamps = [t for t in stamps if (scenario, t) not in BLACKLIST]
+    if not stamps:
+        problems.append(f"{cav_path}: agent folder has no <timestamp>.yaml")
+    return {"timestamps": stamps, "json": {t for t in stamps if t + ".json" in files}, "files": files}
+
+
+def _missing(folder, stamps, suffixes, files):
+    """``<folder>/<ts><suffix> missing`` for every timestamp (outer loop) x suffix not in ``files``."""
+    return [f"{folder}/{t}{sfx} missing" for t in stamps for sfx in suffixes if f"{t}{sfx}" not in files]
+
+
+def _check_hetero(paths, scenario, cav, stamps, need):
+    """Problems of the agent's OPV2V_Hetero folder (``_<c>.pcd`` clouds, depth images)."""
+    channels = sorted(set(need.get("channels") or ()))
+    if not channels and not need.get("depth"):
+        return []
+    het_path = os.path.join(paths["hetero_dir"], scenario, cav)
+    het_files = _listdir(het_path)
+    if het_files is None:
+        return [f"{het_path}: OPV2V_Hetero agent folder missing (needed for "
+                f"{'lidar_channels_dict' if channels else 'depth'})"]
+    problems = _missing(het_path, stamps, [f"_{c}.pcd" for c in channels], het_files)
+    if need.get("depth"):
+        problems += _missing(het_path, stamps, [f"_depth{i}.png" for i in range(NUM_CAMERAS)], het_files)
+    return problems
+
+
 def _check_agent(paths, scenario, cav, info, all_stamps, need):
     """Problems of one agent folder: missing frames and missing companion files."""
-    problems = []
+    stamps = info["timestamps"]
+    if not stamps:
+        return []
     cav_path = os.path.join(paths["split_dir"], scenario, cav)
     files = info["files"]
-    if not info["timestamps"]:
-        return problems
-    stamps = info["timestamps"]
     own = set(stamps)
-    problems += [f"{cav_path}/{t}.yaml missing (other agents of the scenario have it)"
-                 for t in all_stamps if t not in own]
+    problems = [f"{cav_path}/{t}.yaml missing (other agents of the scenario have it)"
+                for t in all_stamps if t not in own]
     if need.get("lidar"):
-        problems += [f"{cav_path}/{t}.pcd missing" for t in stamps if t + ".pcd" not in files]
+        problems += _missing(cav_path, stamps, [".pcd"], files)
     if need.get("camera"):
-        problems += [f"{cav_path}/{t}_camera{i}.png missing" for t in stamps for i in range(NUM_CAMERAS)
-                     if f"{t}_camera{i}.png" not in files]
-    channels = sorted(set(need.get("channels") or ()))
-    if channels or need.get("depth"):
-        het_path = os.path.join(paths["hetero_dir"], scenario, cav)
-        het_files = _listdir(het_path)
-        if het_files is None:
-            problems.append(f"{het_path}: OPV2V_Hetero agent folder missing (needed for "
-                            f"{'lidar_channels_dict' if channels else 'depth'})")
-        else:
-            problems += [f"{het_path}/{t}_{c}.pcd missing" for t in stamps for c in channels
-                         if f"{t}_{c}.pcd" not in het_files]
-            if need.get("depth"):
-                problems += [f"{het_path}/{t}_depth{i}.png missing" for t in stamps for i in range(NUM_CAMERAS)
-                             if f"{t}_depth{i}.png" not in het_files]
+        problems += _missing(cav_path, stamps, [f"_camera{i}.png" for i in range(NUM_CAMERAS)], files)
+    problems += _check_hetero(paths, scenario, cav, stamps, need)
     extensions = need.get("extensions") or []
     if extensions:
         add_path = os.path.join(paths["additional_dir"], scenario, cav)
-        add_files = _listdir(add_path) or set()
-        for ext in extensions:
-            problems += [f"{add_path}/{t}_{ext} missing" for t in stamps
-                         if f"{t}_{ext}" not in files and f"{t}_{ext}" not in add_files]
+        found = files | (_listdir(add_path) or set())
+        for ext in extensions:  # per extension, then per frame (the message lists the first few)
+            problems += _missing(add_path, stamps, [f"_{ext}"], found)
     return problems
 
 

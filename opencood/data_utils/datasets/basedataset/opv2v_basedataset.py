@@ -1,43 +1,47 @@
 """Base loader of OPV2V / OPV2V-H / V2XSet (spec data_eval §1, §3.1).
 
-Yields, per global frame index, the raw data of every agent in one schema (docs/architecture.md):
-``OrderedDict cav_id -> {'ego', 'params', 'time_delay', 'lidar_np', 'camera_data', 'depth_data',
-'modality_name', <extension>}``, ego first. Fusion datasets (early / intermediate / late / heter) build
-samples from it.
+Yields, per global frame index, the agents of the frame as
+:class:`~opencood.data_utils.datasets.basedataset.agent_frame.AgentFrame` records, ego first (the base-dataset
+API is described in :mod:`opencood.data_utils.datasets.basedataset.base_dataset`).
 
-YAML keys read: ``root_dir`` (train) / ``validate_dir`` (eval), ``input_source`` (default ['lidar']),
-``train_params.max_cav`` (default 5), ``add_data_extension``, ``heter`` + ``ego_diff_cav`` (heterogeneous
-datasets), ``fusion.dataset`` (``v2xset`` drops its three-camera scenario when cameras are read), the
-optional ``seed`` (default 0) of the dataset's random generator and the optional ``data_cache_dir``
-(decoded clouds, agent YAMLs and images are cached there, see ``opencood.utils.decode_cache``).
+YAML keys read: those of ``BaseDataset.CONFIG`` (``root_dir`` / ``validate_dir``, ``input_source``,
+``add_data_extension``, ``seed``, ``data_cache_dir``, ``heter`` + ``ego_diff_cav``), ``train_params.max_cav``
+and ``fusion.dataset`` (``v2xset`` drops its three-camera scenario when cameras are read). Decoded clouds,
+agent YAMLs and images are cached in ``data_cache_dir`` when set (``opencood.utils.decode_cache``).
 
-Randomness: CAV order (train) is shuffled with the dataset's own ``np.random.Generator`` at construction
-and in every ``reinitialize()``; per-sample draws (points shuffle, noise, agent types, augmentation) use
-``sample_rng(idx)``, seeded by (seed, epoch, idx), so DataLoader workers never share a stream and a run is
-reproducible. (seed, epoch) also live in a small shared-memory array: persistent DataLoader workers, which keep
-their own copy of the dataset across epochs, replay the main process's ``reseed()`` / ``reinitialize()`` calls
-before their next sample, so they draw exactly what a fresh worker (or ``num_workers=0``) would.
+Objects: ``vehicles[id]`` of the agent YAML (world frame); an optional ``obj_type`` string (V2X-Real,
+V2V4Real; the synthetic world's trucks) maps to a super-class by :data:`OBJ_TYPE_CLASSES` (no ``obj_type``:
+a car, as in OPV2V files).
 """
 import json
-import multiprocessing
 import os
-from collections import OrderedDict
 
 import cv2
 import numpy as np
 import yaml
 from PIL import Image
-from torch.utils.data import Dataset
 from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
+from opencood.data_utils.datasets.basedataset.agent_frame import PEDESTRIAN, TRUCK, VEHICLE, AgentFrame, ObjectSet
+from opencood.data_utils.datasets.basedataset.base_dataset import BaseDataset
 from opencood.data_utils.datasets.basedataset.dataset_tree import (
     NUM_CAMERAS, V2XSET_THREE_CAMERA_SCENARIO, extension_path, scan_split, split_paths)
 from opencood.hypes_yaml.yaml_utils import _FLOAT_RE as FLOAT_RE
-from opencood.utils.errors import ConfigError, DataError
+from opencood.utils.box_utils import world_objects_to_boxes
+from opencood.utils.camera_utils import cameras_from_agent_yaml
 from opencood.utils.decode_cache import DecodeCache
-from opencood.utils.heter_utils import HeterAssigner
+from opencood.utils.errors import DataError
 from opencood.utils.pcd_utils import pcd_to_np
 from opencood.utils.registry import BASE_DATASETS
+
+# ``obj_type`` strings of V2X-Real / V2V4Real agent YAMLs -> super-class (spec data_eval §2; the misspelt
+# ``MotorcyleRider`` is how V2X-Real writes it).
+OBJ_TYPE_CLASSES = {
+    **{t: VEHICLE for t in ("Car", "LongVehicle", "PoliceCar")},
+    **{t: PEDESTRIAN for t in ("Pedestrian", "Child", "RoadWorker", "Scooter", "ScooterRider", "Motorcycle",
+                               "MotorcyleRider", "BicycleRider")},
+    **{t: TRUCK for t in ("Truck", "Van", "TrashCan", "ConcreteTruck", "Bus")},
+}
 
 _FLOAT_TAG, _INT_TAG, _STR_TAG = "tag:yaml.org,2002:float", "tag:yaml.org,2002:int", "tag:yaml.org,2002:str"
 _SEQ_TAG, _MAP_TAG = "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"
@@ -163,49 +167,46 @@ def _read_extension(path):
     return img  # (H, W) uint8
 
 
+def object_class(obj_type, path, obj_id):
+    """Super-class of an ``obj_type`` string (None: OPV2V files, a car).
+
+    Raises:
+        DataError: a type outside :data:`OBJ_TYPE_CLASSES` (names the file and the key).
+    """
+    if obj_type is None:
+        return VEHICLE
+    try:
+        return OBJ_TYPE_CLASSES[obj_type]
+    except (KeyError, TypeError):
+        raise DataError(f"{path}: key 'vehicles.{obj_id}.obj_type' = {obj_type!r} is not a known object type; "
+                        f"known: {', '.join(sorted(OBJ_TYPE_CLASSES))}") from None
+
+
 @BASE_DATASETS.register("opv2v", "v2xset")
-class OPV2VBaseDataset(Dataset):
-    """Indexing and raw per-agent loading for OPV2V-format splits.
+class OPV2VBaseDataset(BaseDataset):
+    """Indexing and per-agent loading of OPV2V-format splits (OPV2V, OPV2V-H, V2XSet; spec data_eval §1, §3.1).
 
     Args:
         params: experiment config (``load_yaml`` output).
         visualize: also load every agent's LiDAR (pictures / ``origin_lidar``).
-        train: use ``root_dir`` and shuffle the CAV order; else ``validate_dir`` with sorted ids.
-        heterogeneous: read ``params['heter']`` and give every agent a ``modality_name``.
+        train: use ``root_dir`` and shuffle the agent order; else ``validate_dir`` with sorted ids.
+        heterogeneous: read ``params['heter']`` and give every agent a ``modality``.
+        order: box layout of the records' objects (``postprocess.order``).
+
+    ``fusion.dataset: v2xset`` drops V2XSet's three-camera scenario when cameras are read.
     """
 
-    def __init__(self, params, visualize=False, train=True, heterogeneous=False):
-        self.params = params
-        self.visualize = visualize
-        self.train = train
-        self.source = params.get("_source", "config")
-        key = "root_dir" if train else "validate_dir"
-        if not params.get(key):
-            raise ConfigError(f"{self.source}: missing key '{key}'")
-        self.paths = split_paths(str(params[key]))
-        self.seed = int(params.get("seed", 0))
-        self.rng = np.random.default_rng(self.seed)
-        self.epoch = 0
-        self._shared_epoch = multiprocessing.RawArray("q", [self.seed, self.epoch])  # (seed, epoch) for workers
-        self.max_cav = int((params.get("train_params") or {}).get("max_cav", 5))
-        self.input_source = list(params.get("input_source") or ["lidar"])
-        self.add_data_extension = list(params.get("add_data_extension") or [])
-        self.cache = DecodeCache(params["data_cache_dir"]) if params.get("data_cache_dir") else None
-
-        self.heter = None
-        if heterogeneous:
-            if not isinstance(params.get("heter"), dict):
-                raise ConfigError(f"{self.source}: missing key 'heter' (needed by fusion.core_method "
-                                  f"'{params.get('fusion', {}).get('core_method')}')")
-            ego_diff = params.get("ego_diff_cav", params["heter"].get("ego_diff_cav", False))
-            self.heter = HeterAssigner(params["heter"], ego_diff, self.source)
+    def __init__(self, params, visualize=False, train=True, heterogeneous=False, order="hwl"):
+        super().__init__(params, visualize, train, heterogeneous, order)
+        self.paths = split_paths(self.split_dir)
+        self.cache = DecodeCache(self.cfg.data_cache_dir) if self.cfg.data_cache_dir else None
         need = self._requirements()
         dataset_name = str((params.get("fusion") or {}).get("dataset", "opv2v")).lower()
         skip = (V2XSET_THREE_CAMERA_SCENARIO,) if dataset_name == "v2xset" and need["camera"] else ()
         self.scenario_database = scan_split(self.paths["split_dir"], need, skip)
         if self.heter is not None:
             self.heter.check_coverage({s["name"]: list(s["cavs"]) for s in self.scenario_database}, train)
-        self._order_cavs()
+        self.order_agents()
 
     # ------------------------------------------------------------------ setup
     def _requirements(self):
@@ -221,8 +222,8 @@ class OPV2VBaseDataset(Dataset):
         return {"lidar": lidar, "camera": camera, "depth": camera and "depth" in self.input_source,
                 "channels": channels, "extensions": self.add_data_extension}
 
-    def _order_cavs(self):
-        """Per scenario: CAV order (train shuffled, eval sorted), negative id last, heter reorder, max_cav."""
+    def order_agents(self):
+        """Per scenario: agent order (train shuffled, eval sorted), negative id last, heter reorder, max_cav."""
         for scen in self.scenario_database:
             cavs = sorted(scen["cavs"])
             if self.train:
@@ -234,71 +235,22 @@ class OPV2VBaseDataset(Dataset):
             scen["order"] = cavs[:self.max_cav]
         self.len_record = np.cumsum([len(s["cavs"][s["order"][0]]["timestamps"]) for s in self.scenario_database])
 
-    def reinitialize(self):
-        """Start a new epoch: reshuffle the CAV order (train) and change per-sample random draws."""
-        self._follow_main_process()
-        self.epoch += 1
-        self._order_cavs()
-        self._shared_epoch[1] = self.epoch
-
-    def reseed(self, seed):
-        """Restart the CAV-order generator and the per-sample streams from ``seed``.
-
-        The epoch counter restarts too, so ``reseed(f(epoch)); reinitialize()`` gives the same draws
-        whether a run got to this epoch uninterrupted or by resuming.
-        """
-        self.seed = int(seed)
-        self.rng = np.random.default_rng(self.seed)
-        self.epoch = 0
-        self._shared_epoch[0], self._shared_epoch[1] = self.seed, 0
-
-    def __getstate__(self):
-        """Pickle support: a worker being spawned keeps the shared (seed, epoch) memory; any other copy
-        (``copy.deepcopy``, ``pickle.dumps``) gets its own array with the current values."""
-        state = self.__dict__.copy()
-        shared = state.pop("_shared_epoch")
-        try:
-            multiprocessing.context.assert_spawning(shared)
-            state["_shared_epoch"] = shared
-        except RuntimeError:  # not spawning a process
-            state["_shared_epoch_values"] = [int(shared[0]), int(shared[1])]
-        return state
-
-    def __setstate__(self, state):
-        values = state.pop("_shared_epoch_values", None)
-        self.__dict__.update(state)
-        if values is not None:
-            self._shared_epoch = multiprocessing.RawArray("q", values)
-
-    def _follow_main_process(self):
-        """In a persistent DataLoader worker: catch up with the main process's (seed, epoch) by replaying
-        ``reseed(seed)`` and ``epoch`` x ``reinitialize()`` (the CAV order depends on the whole sequence)."""
-        seed, epoch = int(self._shared_epoch[0]), int(self._shared_epoch[1])
-        if (seed, epoch) == (self.seed, self.epoch):
-            return
-        self.seed, self.rng, self.epoch = seed, np.random.default_rng(seed), 0
-        for _ in range(epoch):
-            self.epoch += 1
-            self._order_cavs()
-
-    def sample_rng(self, idx):
-        """Generator for the random draws of sample ``idx`` in the current epoch."""
-        self._follow_main_process()
-        return np.random.default_rng([self.seed, self.epoch, int(idx)])
-
     def __len__(self):
         return int(self.len_record[-1]) if len(self.len_record) else 0
 
     # ------------------------------------------------------------------ loading
     def locate(self, idx):
-        """Global index -> (scenario dict, timestamp string)."""
-        self._follow_main_process()
+        """Global index -> (scenario dict, frame index within it)."""
+        self.follow_main_process()
         if not 0 <= idx < len(self):
             raise IndexError(f"sample index {idx} out of range [0, {len(self)})")
         s = int(np.searchsorted(self.len_record, idx, side="right"))
-        frame = idx - (int(self.len_record[s - 1]) if s > 0 else 0)
-        scen = self.scenario_database[s]
-        return scen, scen["cavs"][scen["order"][0]]["timestamps"][frame]
+        return self.scenario_database[s], idx - (int(self.len_record[s - 1]) if s > 0 else 0)
+
+    @staticmethod
+    def timestamp(scen, frame):
+        """Timestamp string of frame ``frame`` of a scenario (the ego's ordered timestamps)."""
+        return scen["cavs"][scen["order"][0]]["timestamps"][frame]
 
     def _lidar_path(self, scen, cav, ts, modality):
         channels = self.heter.lidar_channels_dict.get(modality) if self.heter is not None else None
@@ -310,56 +262,96 @@ class OPV2VBaseDataset(Dataset):
         """``decode(path)`` through the decoded-file cache when ``data_cache_dir`` is set."""
         return decode(path) if self.cache is None else self.cache.get(path, decode, kind)
 
+    def _sensors(self, modality):
+        """(read LiDAR, read cameras) of an agent of type ``modality`` (None: homogeneous run)."""
+        if self.heter is None:
+            return "lidar" in self.input_source or self.visualize, "camera" in self.input_source
+        sensor = self.heter.sensor_type(modality) if modality in self.heter.modality_setting else None
+        return sensor == "lidar" or self.visualize, sensor == "camera"
+
     def retrieve_base_data(self, idx, rng=None):
-        """Raw data of every agent of sample ``idx`` (ego first).
+        """The agents of sample ``idx`` (ego first, at most ``max_cav``).
 
         Args:
             idx: global frame index.
             rng: generator for the heterogeneous type draw (default ``sample_rng(idx)``).
 
         Returns:
-            OrderedDict cav_id -> {'ego': bool, 'params': agent YAML dict, 'time_delay': 0,
-            'lidar_np' (P, 4) float32 [x, y, z, intensity] in the agent's LiDAR frame (when read),
-            'camera_data' [4 PIL RGB], 'depth_data' [4 PIL] (when read), 'modality_name' (heter),
-            '<extension>' (bev_visibility: (H, W) uint8 grey; yaml: dict)}.
+            list of :class:`AgentFrame`: poses from the agent YAML's ``lidar_pose`` (clean = noisy until
+            pose noise is added), ``points`` (P, 4) float32 in the agent's LiDAR frame when read, ``objects``
+            = the YAML's ``vehicles`` in the agent's LiDAR frame, ``cameras`` (camera0..3 with RGB, intrinsics,
+            camera->LiDAR extrinsics, depth when ``depth`` is in ``input_source``) when read, ``modality``
+            (heter), ``extensions`` (``bev_visibility.png``: (H, W) uint8 grey; ``*.yaml``: dict).
         """
-        scen, ts = self.locate(idx)
+        scen, frame = self.locate(idx)
         order = scen["order"]
         rng = self.sample_rng(idx) if rng is None else rng
-        modalities = self.heter.assign(order, scen["name"], self.train, rng) if self.heter is not None else None
-        data = OrderedDict()
-        for i, cav in enumerate(order):
-            cav_dir = os.path.join(scen["path"], cav)
-            params_path = os.path.join(cav_dir, f"{ts}.json" if ts in scen["cavs"][cav]["json"] else f"{ts}.yaml")
-            entry = {"ego": i == 0, "time_delay": 0,
-                     "params": self._decode(params_path, read_agent_params, "pkl")}
-            modality = None
-            lidar = "lidar" in self.input_source or self.visualize
-            camera = "camera" in self.input_source
-            if modalities is not None:
-                modality = modalities[i]
-                entry["modality_name"] = modality
-                sensor = self.heter.sensor_type(modality) if modality in self.heter.modality_setting else None
-                lidar = sensor == "lidar" or self.visualize
-                camera = sensor == "camera"
-            if lidar:
-                entry["lidar_np"] = self._decode(self._lidar_path(scen, cav, ts, modality), pcd_to_np, "npy")
-            if camera:
-                missing = [f"camera{k}" for k in range(NUM_CAMERAS) if f"camera{k}" not in entry["params"]]
-                if missing:
-                    raise DataError(f"{params_path}: missing key '{missing[0]}' (camera input requested)")
-                entry["camera_data"] = [self._decode(os.path.join(cav_dir, f"{ts}_camera{k}.png"), _read_rgb, "pkl")
-                                        for k in range(NUM_CAMERAS)]
-                if "depth" in self.input_source:
-                    het_dir = os.path.join(self.paths["hetero_dir"], scen["name"], cav)
-                    entry["depth_data"] = [self._decode(os.path.join(het_dir, f"{ts}_depth{k}.png"), _read_image, "pkl")
-                                           for k in range(NUM_CAMERAS)]
-            for ext in self.add_data_extension:
-                entry[ext] = _read_extension(extension_path(self.paths, scen["name"], cav, ts, ext))
-            data[cav] = entry
-        return data
+        modalities = (self.heter.assign(order, scen["name"], self.train, rng) if self.heter is not None
+                      else [None] * len(order))
+        return [self._load_agent(scen, frame, cav, i == 0, modalities[i]) for i, cav in enumerate(order)]
+
+    def _load_agent(self, scen, frame, cav, is_ego, modality):
+        """One agent's :class:`AgentFrame` at frame ``frame`` of scenario ``scen``."""
+        ts = self.timestamp(scen, frame)
+        cav_dir = os.path.join(scen["path"], cav)
+        params_path = os.path.join(cav_dir, f"{ts}.json" if ts in scen["cavs"][cav]["json"] else f"{ts}.yaml")
+        params = self._decode(params_path, read_agent_params, "pkl")
+        pose = np.asarray(params["lidar_pose"], dtype=np.float64)  # (6,) metres, degrees
+        vehicles = params["vehicles"]
+        ids, boxes = world_objects_to_boxes(vehicles, pose, self.order)  # (M, 7) agent LiDAR frame
+        agent = AgentFrame(
+            agent_id=cav, is_ego=is_ego, lidar_pose=pose, lidar_pose_clean=pose.copy(), scenario=scen["name"],
+            timestamp=ts, frame_index=frame, is_infrastructure=cav.startswith("-"), modality=modality,
+            objects=boxes.astype(np.float32), object_ids=ids,
+            object_classes=[object_class(vehicles[i].get("obj_type"), params_path, i) for i in ids],
+            _loader_data=vehicles)
+        lidar, camera = self._sensors(modality)
+        if lidar:
+            agent.points = self._decode(self._lidar_path(scen, cav, ts, modality), pcd_to_np, "npy")
+        if camera:
+            agent.cameras = self._load_cameras(scen, cav, ts, params, params_path, pose)
+        agent.extensions = {ext: _read_extension(extension_path(self.paths, scen["name"], cav, ts, ext))
+                            for ext in self.add_data_extension}
+        return agent
+
+    def _load_cameras(self, scen, cav, ts, params, params_path, pose):
+        """camera0..3 of an agent as ``CameraView`` records (depth images when ``depth`` is read)."""
+        names = [f"camera{k}" for k in range(NUM_CAMERAS)]
+        missing = [n for n in names if n not in params]
+        if missing:
+            raise DataError(f"{params_path}: missing key '{missing[0]}' (camera input requested)")
+        cav_dir = os.path.join(scen["path"], cav)
+        images = [self._decode(os.path.join(cav_dir, f"{ts}_{n}.png"), _read_rgb, "pkl") for n in names]
+        depths = None
+        if "depth" in self.input_source:
+            het_dir = os.path.join(self.paths["hetero_dir"], scen["name"], cav)
+            depths = [self._decode(os.path.join(het_dir, f"{ts}_depth{k}.png"), _read_image, "pkl")
+                      for k in range(NUM_CAMERAS)]
+        return cameras_from_agent_yaml(params, images, depths, pose, names, source=params_path)
+
+    def objects_in_frame(self, agents, reference_pose):
+        """Fused GT of OPV2V agents: every agent's world-frame ``vehicles`` projected straight into the frame
+        of ``reference_pose`` (``box_utils.world_objects_to_boxes``), de-duplicated by id, first occurrence
+        wins (the reference's numbers exactly; no detour through the agents' frames).
+
+        Args:
+            agents: list of ``AgentFrame`` written by this loader.
+            reference_pose: (6,) LiDAR pose of the output frame in the world (metres, degrees).
+
+        Returns:
+            :class:`ObjectSet`, boxes (M, 7) float32 in ``self.order`` layout.
+        """
+        merged = {}
+        for agent in agents:
+            classes = dict(zip(agent.object_ids, agent.object_classes))
+            ids, boxes = world_objects_to_boxes(agent._loader_data, reference_pose, self.order)  # (M_i, 7)
+            for obj_id, box in zip(ids, boxes):
+                merged.setdefault(obj_id, (box, classes[obj_id]))
+        ids = list(merged)
+        boxes = np.asarray([merged[i][0] for i in ids], dtype=np.float32).reshape(-1, 7)
+        return ObjectSet(boxes, ids, [merged[i][1] for i in ids])
 
     def sample_info(self, idx):
         """(scenario name, timestamp) of sample ``idx`` (for logs and pictures)."""
-        scen, ts = self.locate(idx)
-        return scen["name"], ts
+        scen, frame = self.locate(idx)
+        return scen["name"], self.timestamp(scen, frame)
