@@ -27,7 +27,7 @@ from opencood.hypes_yaml.yaml_utils import add_config_args, load_yaml
 from opencood.tools.loaders import build_loader
 from opencood.utils.log import setup_logging
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("opencood.tools.benchmark")
 
 
 def _sync(device):

@@ -25,7 +25,7 @@ import yaml
 
 from opencood.utils.log import setup_logging
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("opencood.tools.demo")
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO_YAMLS = os.path.join(REPO, "opencood", "hypes_yaml", "demo", "gencomm")

@@ -25,7 +25,7 @@ from opencood.utils.errors import CheckpointError, exit_on_error
 from opencood.utils.log import setup_logging
 from opencood.utils.model_utils import rename_model_dict_keys
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("opencood.tools.heal_tools")
 
 _DROP_FROM_EARLIER = ("layers_m", "head_m", "shrink_conv_m")
 

@@ -23,7 +23,7 @@ from opencood.utils import eval_utils
 from opencood.utils.errors import ConfigError, exit_on_error
 from opencood.utils.log import setup_logging
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("opencood.tools.inference")
 
 FUSION_METHODS = ("intermediate", "early", "late", "single", "no")
 

@@ -20,7 +20,7 @@ from opencood.tools.inference import FUSION_METHODS, evaluate_run, prepare_hypes
 from opencood.utils.errors import ConfigError, exit_on_error
 from opencood.utils.log import setup_logging
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("opencood.tools.inference_heter_in_order")
 
 LIDAR_DEGRADE = {"m1": 32, "m3": 16}
 

@@ -19,7 +19,7 @@ from opencood.utils import checkpoint as ckpt
 from opencood.utils.errors import CheckpointError, ConfigError
 from opencood.utils.registry import LOSSES, MODELS
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("opencood.tools.train_utils")
 
 
 def _src(hypes):

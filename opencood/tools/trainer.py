@@ -32,7 +32,7 @@ from opencood.utils import checkpoint as ckpt
 from opencood.utils.errors import exit_on_error
 from opencood.utils.log import FILE_ONLY, close_log_file, setup_logging
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("opencood.tools.trainer")
 
 # HEAL's curve name of the total; every other term's name comes from the loss's TB_NAMES
 _TOTAL_TB_NAME = {"total_loss": "Total_loss"}

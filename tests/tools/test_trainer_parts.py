@@ -188,3 +188,15 @@ def test_a_copied_thin_yaml_becomes_a_flat_run_config(tmp_path):
     before = (tmp_path / "config.yaml").read_text()
     trainer.flatten_run_config(str(tmp_path), again)  # already flat, no override: left alone
     assert (tmp_path / "config.yaml").read_text() == before
+
+
+def test_script_loggers_are_under_the_opencood_logger():
+    """A tool run as a script has ``__name__ == '__main__'``: a ``getLogger(__name__)`` logger there is not a
+    child of ``opencood`` and its lines (the benchmark table, the demo summary) would vanish."""
+    import glob
+    import re
+    tools = os.path.join(os.path.dirname(__file__), "..", "..", "opencood", "tools")
+    for path in glob.glob(os.path.join(tools, "*.py")):
+        text = open(path).read()
+        for name in re.findall(r"logging\.getLogger\(([^)]*)\)", text):
+            assert name.startswith('"opencood'), f"{path}: logging.getLogger({name})"
