@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 
 from opencood.utils.atomic_io import atomic_open
-from opencood.utils.bev_grid import BEVGrid, grid_size  # noqa: F401  (grid_size: HEAL-era import path)
+from opencood.utils.bev_grid import BEVGrid, grid_size
 from opencood.utils.errors import ConfigError
 
 # PyYAML reads "1e-10" as a string; accept every float spelling people write in configs.
@@ -280,7 +280,7 @@ def _resolve_anchors(param, grid):
     post = param["postprocess"]
     anchor = require(param, "postprocess.anchor_args", dict)
     anchor.update(grid.anchor_args())
-    anchor.setdefault("feature_stride", 2)
+    anchor.setdefault("feature_stride", grid.feature_stride)
     post.setdefault("gt_range", list(grid.lidar_range))
 
 

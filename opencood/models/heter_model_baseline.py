@@ -47,16 +47,6 @@ def is_identity(backbone_args):
     return isinstance(backbone_args, dict) and str(backbone_args.get("core_method", "")).lower() == "identity"
 
 
-def build_heads(in_head, anchor_number, dir_args):  # kept for scripts written against the old layout
-    """1x1 detection heads: cls A, reg 7A, dir ``num_bins`` * A (None without ``dir_args``).
-
-    Delegates to the anchor head's :func:`opencood.models.heads.anchor_head.conv_heads`.
-    """
-    from opencood.models.heads.anchor_head import conv_heads
-    heads = conv_heads(in_head, anchor_number, dir_args["num_bins"] if dir_args else None)
-    return heads["cls_head"], heads["reg_head"], heads.get("dir_head")
-
-
 def build_fusion(cfg, channels, source="config"):
     """Fusion module named by ``cfg.fusion_method``, built from ``cfg[fusion_method]`` for ``channels`` C."""
     fusion_cls = FUSION_MODULES.get(cfg.fusion_method, source=source)

@@ -199,11 +199,6 @@ def forward_loss(net, criterion, batch):
     return unwrap(net).training_step(batch, criterion, forward=net)
 
 
-def compute_loss(model, criterion, batch, hypes=None):
-    """Total loss of one batch (:func:`forward_loss` without the terms; ``hypes`` is not used)."""
-    return forward_loss(model, criterion, batch)[0]
-
-
 def train_step(ctx, batch):
     """One optimizer step: forward and loss under autocast, backward through the GradScaler, step.
 

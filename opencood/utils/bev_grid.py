@@ -60,14 +60,14 @@ class BEVGrid:
         voxel_size: (3,) metres of the anchor/feature reference grid (``preprocess.args.voxel_size``).
         feature_stride: anchor grid cell = ``feature_stride`` voxels (``postprocess.anchor_args.feature_stride``).
         gt_range: (6,) metres, evaluation range (``postprocess.gt_range``, default ``lidar_range``).
-        cameras: ``{modality: CameraGrid}`` of camera agent types.
+
+    Camera agent types have their own extent (:class:`CameraGrid`, from their ``grid_conf``).
     """
 
     lidar_range: tuple
     voxel_size: tuple
     feature_stride: int = 2
     gt_range: tuple = None
-    cameras: tuple = ()  # ((modality, CameraGrid), ...) — a tuple keeps the dataclass hashable
 
     def __post_init__(self):
         object.__setattr__(self, "lidar_range", tuple(float(v) for v in self.lidar_range))
@@ -97,10 +97,6 @@ class BEVGrid:
         """(metres along x, metres along y) of one feature-map cell."""
         return (self.voxel_size[0] * self.feature_stride, self.voxel_size[1] * self.feature_stride)
 
-    @property
-    def camera_grids(self):
-        return dict(self.cameras)
-
     def with_range(self, lidar_range):
         """The same grid over another range (late fusion's test-time agent range)."""
         return replace(self, lidar_range=tuple(lidar_range))
@@ -113,21 +109,11 @@ class BEVGrid:
 
     @classmethod
     def from_hypes(cls, hypes):
-        """The grid of a loaded (resolved) experiment config.
-
-        ``hypes['_grid']`` when the resolve pass stored it, else computed from ``cav_lidar_range``,
+        """The grid of a loaded (resolved) experiment config: ``cav_lidar_range``,
         ``preprocess.args.voxel_size``, ``postprocess.anchor_args.feature_stride`` and ``postprocess.gt_range``.
         """
-        grid = hypes.get("_grid")
-        if isinstance(grid, BEVGrid):
-            return grid
         pre = hypes.get("preprocess") or {}
         post = hypes.get("postprocess") or {}
         lidar_range = pre.get("cav_lidar_range", hypes.get("cav_lidar_range"))
         stride = (post.get("anchor_args") or {}).get("feature_stride", 2)
-        cameras = []
-        for m, setting in sorted(((hypes.get("heter") or {}).get("modality_setting") or {}).items()):
-            if isinstance(setting, dict) and setting.get("sensor_type") == "camera" and "grid_conf" in setting:
-                gc = setting["grid_conf"]
-                cameras.append((m, CameraGrid(tuple(gc["xbound"]), tuple(gc["ybound"]))))
-        return cls(lidar_range, pre["args"]["voxel_size"], stride, post.get("gt_range"), tuple(cameras))
+        return cls(lidar_range, pre["args"]["voxel_size"], stride, post.get("gt_range"))

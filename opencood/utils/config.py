@@ -28,6 +28,7 @@ Sections whose content depends on a sibling value (``model.args`` on ``model.cor
 ``Key(dict, schema=callable)``: the callable gets the parent mapping and the value and returns the Schema
 (or None for "not declared": accepted as is).
 """
+import copy
 import difflib
 import fnmatch
 import re
@@ -200,23 +201,9 @@ class Schema:
                 values[name] = value
         return Cfg(values, path)
 
-    def doc_lines(self, path=""):
-        """``path: type = default  # doc`` lines of the declared keys (for docs and ``--help``)."""
-        lines = []
-        for name, key in self.keys.items():
-            full = f"{path}.{name}" if path else name
-            default = "required" if key.required else repr(key.default)
-            lines.append(f"{full}: {type_name(key.kind)} = {default}" + (f"  # {key.doc}" if key.doc else ""))
-            if isinstance(key.schema, Schema):
-                lines.extend(key.schema.doc_lines(full))
-        return lines
-
 
 def _copy_default(value):
-    if isinstance(value, (list, dict)):
-        import copy
-        return copy.deepcopy(value)
-    return value
+    return copy.deepcopy(value) if isinstance(value, (list, dict)) else value
 
 
 class Cfg(dict):

@@ -6,7 +6,7 @@ import torch
 from opencood.data_utils.datasets import build_dataset
 from opencood.hypes_yaml.yaml_utils import load_yaml
 from opencood.tools import train_utils
-from opencood.tools.trainer import _amp_dtype, compute_loss
+from opencood.tools.trainer import _amp_dtype, forward_loss
 
 
 @pytest.mark.gpu
@@ -21,7 +21,7 @@ def test_stage1_step_on_cuda(make_tiny_config, agent_type, amp):
     model = train_utils.create_model(h).to(device).train()
     crit = train_utils.create_loss(h)
     with torch.autocast("cuda", dtype=_amp_dtype(device), enabled=amp):
-        loss = compute_loss(model, crit, batch, h)
+        loss = forward_loss(model, crit, batch)[0]
     loss.backward()
     assert torch.isfinite(loss)
     encoder = getattr(model, f"encoder_{agent_type}")

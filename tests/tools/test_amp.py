@@ -5,7 +5,7 @@ import torch
 from opencood.data_utils.datasets import build_dataset
 from opencood.hypes_yaml.yaml_utils import load_yaml
 from opencood.tools import train_utils
-from opencood.tools.trainer import _amp_dtype, compute_loss
+from opencood.tools.trainer import _amp_dtype, forward_loss
 
 GENCOMM_M1 = "opencood/hypes_yaml/demo/gencomm/stage1/m1_att.yaml"
 
@@ -19,9 +19,9 @@ def _loss_pair(cfg, device):
     model = train_utils.create_model(h).to(device).eval()  # eval: identical BN statistics in both passes
     crit = train_utils.create_loss(h)
     with torch.no_grad():
-        fp32 = compute_loss(model, crit, batch, h).float()
+        fp32 = forward_loss(model, crit, batch)[0].float()
         with torch.autocast(device.type, dtype=_amp_dtype(device)):
-            amp = compute_loss(model, crit, batch, h).float()
+            amp = forward_loss(model, crit, batch)[0].float()
     return fp32, amp
 
 

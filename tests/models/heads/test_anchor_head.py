@@ -10,7 +10,6 @@ import torch.nn as nn
 from opencood.data_utils.post_processor.voxel_postprocessor import VoxelPostprocessor
 from opencood.models.heads import (ANCHOR_ARGS, AnchorClass, AnchorHead, anchors_per_cell, build_detection_heads,
                                    conv_heads, resolve_head_config)
-from opencood.models.heter_model_baseline import build_heads
 from opencood.utils.config import Context
 from opencood.utils.errors import ConfigError, DataError
 from opencood.utils.registry import LOSSES
@@ -50,7 +49,7 @@ def box(x, y, cls):
 
 
 # ---------------------------------------------------------------------------------------------- conv heads
-def test_conv_heads_shapes_init_and_build_heads_compat():
+def test_conv_heads_shapes_and_init():
     torch.manual_seed(0)
     heads = build_detection_heads(16, {"anchor_number": 6, "dir_args": DIR, "cls_prior_prob": 0.01})
     assert list(heads) == ["cls_head", "reg_head", "dir_head"]
@@ -62,9 +61,9 @@ def test_conv_heads_shapes_init_and_build_heads_compat():
     for conv, ref in zip(heads.values(), plain):
         assert torch.equal(conv.weight, ref.weight)
     torch.manual_seed(0)
-    cls_head, reg_head, dir_head = build_heads(16, 6, DIR)
-    assert torch.equal(cls_head.bias, plain[0].bias) and torch.equal(dir_head.weight, plain[2].weight)
-    assert build_heads(16, 2, None)[2] is None and "dir_head" not in conv_heads(16, 2)
+    no_prior = conv_heads(16, 6, DIR["num_bins"])
+    assert torch.equal(no_prior["cls_head"].bias, plain[0].bias) and torch.equal(no_prior["dir_head"].weight, plain[2].weight)
+    assert "dir_head" not in conv_heads(16, 2)
     with pytest.raises(ConfigError, match="cls_prior_prob"):
         build_detection_heads(16, {"anchor_number": 2, "cls_prior_prob": 1.5})
     with pytest.raises(ConfigError, match="model.args.anchor_number"):
