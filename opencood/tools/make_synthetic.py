@@ -1,8 +1,9 @@
-"""Write the embedded synthetic cooperative-driving dataset (OPV2V / OPV2V-H formats).
+"""Write the embedded synthetic cooperative-driving dataset in a real on-disk format (default OPV2V / OPV2V-H).
 
 Examples::
 
     python opencood/tools/make_synthetic.py --root dataset --preset demo
+    python opencood/tools/make_synthetic.py --root dataset --format opv2v --preset tiny
     python opencood/tools/make_synthetic.py --root dataset --preset tiny --scenarios 2 1 1 --agents 2 4 \\
         --frames 6 --h-res 0.4 --no-cameras --seed 0
 
@@ -12,13 +13,16 @@ import argparse
 import os
 import sys
 
-from opencood.data_utils.synthetic import PRESETS, generate
+from opencood.data_utils.synthetic import PRESETS
+from opencood.data_utils.synthetic.formats import SYNTHETIC_FORMATS
 from opencood.utils.errors import OpencoodError, one_line
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default="dataset", help="output folder (default: dataset)")
+    p.add_argument("--format", default="opv2v", help="on-disk format: " + ", ".join(SYNTHETIC_FORMATS.names())
+                   + " (default: opv2v)")
     p.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="base settings (default: demo)")
     p.add_argument("--scenarios", type=int, nargs=3, metavar=("TRAIN", "VALIDATE", "TEST"),
                    help="scenarios per split")
@@ -41,6 +45,7 @@ def main(argv=None):
         print("error: --agents takes N or MIN MAX", file=sys.stderr)
         return 2
     try:
+        generate = SYNTHETIC_FORMATS.get(opt.format, "make_synthetic.py --format")
         summary = generate(opt.root, preset=opt.preset, seed=opt.seed, workers=opt.workers,
                            scenarios=opt.scenarios, agents=opt.agents, frames=opt.frames, beams=opt.beams,
                            h_res=opt.h_res, image_size=opt.image_size, render_scale=opt.render_scale,

@@ -207,3 +207,15 @@ def test_cli(tmp_path, capsys):
     (tmp_path / "e" / "modality_assign").mkdir(parents=True)
     assert make_synthetic.main(["--root", str(tmp_path / "e"), "--preset", "tiny"]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_cli_format(tmp_path, capsys):
+    """``--format`` picks a registered writer; an unknown one is a one-line error listing the known ones."""
+    rc = make_synthetic.main(["--root", str(tmp_path / "d"), "--format", "opv2v", "--preset", "tiny",
+                              "--scenarios", "1", "0", "0", "--agents", "2", "--frames", "1", "--no-cameras",
+                              "--workers", "1"])
+    assert rc == 0 and (tmp_path / "d" / "OPV2V" / "train").is_dir()
+    capsys.readouterr()
+    assert make_synthetic.main(["--root", str(tmp_path / "e"), "--format", "kitti"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown make_synthetic --format 'kitti'" in err and "opv2v" in err and "\n" not in err
