@@ -3,7 +3,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo install clean-demo
+.PHONY: test demo demo-gpu install clean-demo
 
 $(STAMP): requirements.txt setup.py
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -19,3 +19,7 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(VPY) opencood/tools/demo.py
+
+# one CUDA GPU (sized for an H200); needs a CUDA build of torch and spconv-cu12x in the venv (README, GPU section)
+demo-gpu: $(STAMP)
+	$(VPY) opencood/tools/demo.py --device cuda --preset gpu

@@ -1,7 +1,10 @@
-"""The whole GenComm 3-stage pipeline on the synthetic world, from the command line, on a CPU.
+"""The whole GenComm 3-stage pipeline on the synthetic world, from the command line, on a CPU or one GPU.
 
-``make demo`` runs this. Each step is the same CLI a researcher would type:
- 1. ``make_synthetic.py --preset demo``                         synthetic OPV2V / OPV2V-H world
+``make demo`` runs this on the CPU (``--preset demo``, the ``hypes_yaml/demo/gencomm`` configs);
+``make demo-gpu`` = ``demo.py --device cuda --preset gpu`` runs the same pipeline on a larger world with the
+``hypes_yaml/demo/gencomm_gpu`` configs (0.8 m feature cells, 128 channels, the reference's backbones and
+camera input sizes), sized for one H200. Each step is the same CLI a researcher would type:
+ 1. ``make_synthetic.py --preset demo|gpu``                     synthetic OPV2V / OPV2V-H world
  2. ``train.py`` stage 1 for m1 (LiDAR PointPillars), m2 (camera LSS-EfficientNet), m3 (LiDAR SECOND),
     m4 (camera LSS-ResNet101), each a homogeneous collaboration base
  3. ``heal_tools.py merge_and_save`` stage-1 mX + stage-1 m1 -> stage-2 folders; ``train.py`` stage 2
@@ -9,8 +12,9 @@
  4. ``heal_tools.py merge_and_save`` all stage-2 runs -> the inference folder
  5. ``inference.py`` static m1+mX runs (intermediate and ego-only) and
     ``inference_heter_in_order.py --use_cav [1,2,3,4]`` dynamic joining
-Prints one AP table (AP30/50/70, both AP variants), the trainable parameters of each stage-2 run and the
-message size per agent, and writes a BEV picture. Run folders go to ``opencood/logs/demo/``.
+Prints one AP table (AP30/50/70, both AP variants), the trainable parameters of each stage-2 run, the
+message size per agent and the wall time of each step, and writes a BEV picture. Run folders go to
+``opencood/logs/demo/`` (``opencood/logs/demo_gpu/`` for the GPU preset).
 """
 import argparse
 import glob
@@ -29,21 +33,36 @@ logger = logging.getLogger("opencood.tools.demo")
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO_YAMLS = os.path.join(REPO, "opencood", "hypes_yaml", "demo", "gencomm")
+# --preset -> (config set, run folder, DataLoader workers) used when the option is not given
+PRESET_DEFAULTS = {"gpu": (os.path.join(REPO, "opencood", "hypes_yaml", "demo", "gencomm_gpu"),
+                           os.path.join("opencood", "logs", "demo_gpu"), 8)}
+FALLBACK_DEFAULTS = (DEMO_YAMLS, os.path.join("opencood", "logs", "demo"), 2)
+STEP_TIMES = []  # (step, seconds) of every CLI step, for the summary
 
 
-def sh(args, log=None):
+def step_env(device):
+    """Environment of the CLI steps: ``cpu`` hides every GPU, so each step runs where the demo was asked to."""
+    env = dict(os.environ)
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
+def sh(args, log=None, env=None):
     """Run one CLI step with this interpreter; stop the demo with its output on failure."""
     cmd = [sys.executable] + args
-    logger.info("$ " + " ".join(os.path.relpath(a, REPO) if os.path.isabs(a) else a for a in args))
+    shown = " ".join(os.path.relpath(a, REPO) if os.path.isabs(a) else a for a in args)
+    logger.info("$ " + shown)
     t0 = time.time()
-    r = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    r = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     if log:
         with open(log, "a") as f:
             f.write(r.stdout)
     if r.returncode != 0:
         logger.info(r.stdout[-4000:])
         raise SystemExit(f"demo step failed ({r.returncode}): {' '.join(args)}")
-    logger.info(f"  done in {time.time() - t0:.0f} s")
+    STEP_TIMES.append((shown, time.time() - t0))
+    logger.info(f"  done in {STEP_TIMES[-1][1]:.0f} s")
     return r.stdout
 
 
@@ -114,17 +133,39 @@ def print_summary(s1, s2, final):
           f"{feat // msg}x more. (At OPV2V-H geometry: 2x64x128 -> 65,536 bytes, log2 16.0.)")
 
 
-def main(argv=None):
+def print_step_times():
+    logger.info("\n| step | wall time (s) |\n|---|---|")
+    for step, sec in STEP_TIMES:
+        logger.info(f"| {step} | {sec:.0f} |")
+
+
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default="dataset", help="where the synthetic dataset is written")
-    p.add_argument("--logs", default=os.path.join("opencood", "logs", "demo"))
-    p.add_argument("--preset", default="demo")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--configs", default=DEMO_YAMLS,
-                   help="YAML set to run (stage1/mX_att.yaml, stage2/m1mX_att.yaml, stage2/m1m2m3m4_att_infer.yaml)")
+    p.add_argument("--logs", default=None, help="run folders (default: opencood/logs/demo, or demo_gpu for gpu)")
+    p.add_argument("--preset", default="demo", help="make_synthetic.py preset (demo: CPU; gpu: one H200)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where every step runs")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default 2; 8 for gpu)")
+    p.add_argument("--configs", default=None,
+                   help="YAML set to run (stage1/mX_att.yaml, stage2/m1mX_att.yaml, stage2/m1m2m3m4_att_infer.yaml);"
+                        " default demo/gencomm, or demo/gencomm_gpu for --preset gpu")
     p.add_argument("--skip-data", action="store_true", help="use the dataset already under --root")
     opt = p.parse_args(argv)
+    configs, logs, workers = PRESET_DEFAULTS.get(opt.preset, FALLBACK_DEFAULTS)
+    opt.configs = opt.configs or configs
+    opt.logs = opt.logs or logs
+    opt.workers = workers if opt.workers is None else opt.workers
+    if opt.device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            p.error("--device cuda: torch sees no CUDA device (install a CUDA build of torch, see README)")
+    return opt
+
+
+def main(argv=None):
+    opt = parse_args(argv)
     cfg = os.path.abspath(opt.configs)
+    env = step_env(opt.device)
     t_start = time.time()
     logs = os.path.join(REPO, opt.logs)
     os.makedirs(logs, exist_ok=True)
@@ -134,8 +175,10 @@ def main(argv=None):
     w = ["--num_workers", str(opt.workers)]
 
     if not opt.skip_data:
-        sh(["opencood/tools/make_synthetic.py", "--root", opt.root, "--preset", opt.preset], log)
-        cache = yaml.safe_load(open(os.path.join(cfg, "stage1", "m1_att.yaml"))).get("data_cache_dir")
+        sh(["opencood/tools/make_synthetic.py", "--root", opt.root, "--preset", opt.preset,
+            "--workers", str(os.cpu_count() or 1)], log, env)
+        from opencood.hypes_yaml.yaml_utils import load_yaml
+        cache = load_yaml(os.path.join(cfg, "stage1", "m1_att.yaml")).get("data_cache_dir")  # through _base_
         if cache and os.path.isdir(os.path.join(REPO, cache)):  # entries of the old files would never be read
             shutil.rmtree(os.path.join(REPO, cache))
 
@@ -143,26 +186,27 @@ def main(argv=None):
     s1 = {}
     for m in ("m1", "m2", "m3", "m4"):
         s1[m] = fresh_run_dir(logs, f"stage1_{m}", os.path.join(cfg, "stage1", f"{m}_att.yaml"))
-        sh(["opencood/tools/train.py", "-y", "None", "--model_dir", s1[m], "--skip_test"] + w, log)
+        sh(["opencood/tools/train.py", "-y", "None", "--model_dir", s1[m], "--skip_test"] + w, log, env)
     sh(["opencood/tools/inference.py", "--model_dir", s1["m1"], "--fusion_method", "intermediate", "--save_vis",
-        "--save_vis_interval", "5"], log)
-    sh(["opencood/tools/inference.py", "--model_dir", s1["m1"], "--fusion_method", "no"], log)
-    sh(["opencood/tools/inference.py", "--model_dir", s1["m1"], "--fusion_method", "single"], log)
+        "--save_vis_interval", "5"] + w, log, env)
+    sh(["opencood/tools/inference.py", "--model_dir", s1["m1"], "--fusion_method", "no"] + w, log, env)
+    sh(["opencood/tools/inference.py", "--model_dir", s1["m1"], "--fusion_method", "single"] + w, log, env)
 
     # ---- stage 2: train only the new agent's message extractor against the frozen ego -----------
     s2 = {}
     for m in ("m2", "m3", "m4"):
         s2[m] = fresh_run_dir(logs, f"stage2_m1{m}", os.path.join(cfg, "stage2", f"m1{m}_att.yaml"))
-        sh(["opencood/tools/heal_tools.py", "merge_and_save", s1[m], s1["m1"], s2[m]], log)
-        sh(["opencood/tools/train.py", "-y", "None", "--model_dir", s2[m], "--skip_test"] + w, log)
-        sh(["opencood/tools/inference.py", "--model_dir", s2[m], "--fusion_method", "intermediate"], log)
+        sh(["opencood/tools/heal_tools.py", "merge_and_save", s1[m], s1["m1"], s2[m]], log, env)
+        sh(["opencood/tools/train.py", "-y", "None", "--model_dir", s2[m], "--skip_test"] + w, log, env)
+        sh(["opencood/tools/inference.py", "--model_dir", s2[m], "--fusion_method", "intermediate"] + w, log, env)
 
     # ---- stage 3: merge everything, static and dynamic inference --------------------------------
     final = fresh_run_dir(logs, "final_m1m2m3m4", os.path.join(cfg, "stage2", "m1m2m3m4_att_infer.yaml"))
-    sh(["opencood/tools/heal_tools.py", "merge_and_save", s2["m2"], s2["m3"], s2["m4"], final], log)
-    sh(["opencood/tools/inference_heter_in_order.py", "--model_dir", final, "--use_cav", "[1,2,3,4]"], log)
+    sh(["opencood/tools/heal_tools.py", "merge_and_save", s2["m2"], s2["m3"], s2["m4"], final], log, env)
+    sh(["opencood/tools/inference_heter_in_order.py", "--model_dir", final, "--use_cav", "[1,2,3,4]"] + w, log, env)
 
     print_summary(s1, s2, final)
+    print_step_times()
     pics = sorted(glob.glob(os.path.join(s1["m1"], "vis_*", "*.png")))
     if pics:
         logger.info(f"BEV picture: {os.path.relpath(pics[0], REPO)}")
