@@ -45,11 +45,11 @@ PRESETS = {
     # make demo: enough frames for a few CPU training epochs, full-size images traced at 1/4 resolution
     "demo": dict(scenarios=(5, 1, 2), agents=(3, 4), frames=10, beams=64, h_res=0.8, image_size=(800, 600),
                  render_scale=4, cameras=True, pcd_encoding="ascii"),
-    # benchmarks: 5 agents with ~100k points each; 32 training frames, so that an epoch has enough batches
-    # to keep 8 DataLoader workers busy
     # demo.py --preset gpu (one H200 and 16 CPU cores): 4x the demo's training frames, images traced at 1/2
     "gpu": dict(scenarios=(12, 2, 3), agents=(3, 5), frames=16, beams=64, h_res=0.4, image_size=(800, 600),
                 render_scale=2, cameras=True, pcd_encoding="ascii"),
+    # benchmarks: 5 agents with ~100k points each; 32 training frames, so that an epoch has enough batches
+    # to keep 8 DataLoader workers busy
     "bench": dict(scenarios=(2, 1, 1), agents=(5, 5), frames=16, beams=64, h_res=0.15, image_size=(800, 600),
                   render_scale=4, cameras=True, pcd_encoding="ascii"),
 }
