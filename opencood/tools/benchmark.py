@@ -8,6 +8,10 @@
          and seconds per iteration end to end through the DataLoader, i.e. the device-busy fraction.
 - infer: latency per frame at batch 1 from loaded tensors to boxes after NMS.
 - eval:  AP evaluation of 2,000 synthetic frames (both AP variants, IoU 0.3/0.5/0.7) on one core.
+- peak:  the machine's dense matrix-multiply rate (TF32 and bf16 on CUDA, fp32 on CPU), the roofline ceiling.
+The train part also counts the FLOPs of one step (forward + backward, ``torch.utils.flop_counter``) and reports
+the achieved TFLOP/s next to the step time. ``--data_root DIR`` points the config at any OPV2V-format folder
+(``DIR/train``, ``DIR/validate``, ``DIR/test``), so different configs can be timed on the same data.
 Peak memory: CUDA max allocated on GPU, process max RSS on CPU. Results print as a Markdown table row set
 and, with --json FILE, are saved for docs/benchmarks.md. Nothing here is asserted by tests.
 """
@@ -143,6 +147,36 @@ def _loader_iter_seconds(step, loader, dataset, device, n_steps):
     return (time.perf_counter() - t0) / max(k, 1)
 
 
+def step_flops(step, batch):
+    """FLOPs of one call ``step(batch)`` (matmuls and convolutions, forward and backward), by FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step(batch)
+    return counter.get_total_flops()
+
+
+def bench_peak(device, n=4096, reps=10):
+    """Dense matmul TFLOP/s of ``device``: {'peak_tflops_tf32', 'peak_tflops_bf16'} on CUDA, fp32 on CPU."""
+    dtypes = {"tf32": torch.float32, "bf16": torch.bfloat16} if device.type == "cuda" else {"fp32": torch.float32}
+    out, old = {}, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        for name, dtype in dtypes.items():
+            a = torch.randn(n, n, device=device, dtype=dtype)
+            b = torch.randn(n, n, device=device, dtype=dtype)
+            a @ b
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                a @ b
+            _sync(device)
+            out[f"peak_tflops_{name}"] = 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e12
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+    return out
+
+
 def bench_train(hypes, dataset, device, amp, n_steps, workers, batch_size, profile_path=None,
                 channels_last=False, compile_opt=None):
     """Time the trainer's own :func:`opencood.tools.trainer.train_step` on one batch, then through the loader."""
@@ -159,11 +193,13 @@ def bench_train(hypes, dataset, device, amp, n_steps, workers, batch_size, profi
         torch.cuda.reset_peak_memory_stats(device)
     step_s = statistics.median(_step_seconds(step, batch, n_steps, device))
     tag = "amp" if amp else "fp32"
+    flops = step_flops(step, batch)
     if profile_path:
         _profile_step(step, batch, device, profile_path, f"## train step ({tag}) {hypes.get('name')}")
     iter_s = _loader_iter_seconds(step, loader, dataset, device, n_steps)
     return {f"warmup_3_steps_s_{tag}": warmup_s, f"train_step_s_{tag}": step_s, f"train_iter_s_{tag}": iter_s,
-            f"device_busy_{tag}": min(1.0, step_s / iter_s), f"peak_mem_mb_{tag}": _peak_mb(device)}
+            f"device_busy_{tag}": min(1.0, step_s / iter_s), f"peak_mem_mb_{tag}": _peak_mb(device),
+            f"train_step_tflop_{tag}": flops / 1e12, f"achieved_tflops_{tag}": flops / step_s / 1e12}
 
 
 @torch.no_grad()
@@ -205,7 +241,9 @@ def bench_eval():
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-y", "--hypes_yaml", default=None, help="config to benchmark (data/train/infer parts)")
-    p.add_argument("--parts", default="data,train,infer,eval")
+    p.add_argument("--parts", default="data,train,infer,eval", help="comma list of data,train,infer,eval,peak")
+    p.add_argument("--data_root", default=None,
+                   help="OPV2V-format folder to read instead of the config's (DIR/train, DIR/validate, DIR/test)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch_size", type=int, default=None, help="default: the config's batch size")
     p.add_argument("--steps", type=int, default=10)
@@ -229,7 +267,7 @@ def main(argv=None):
            "config": opt.hypes_yaml}
     if parts & {"data", "train", "infer"}:
         from opencood.data_utils.datasets import build_dataset
-        hypes = load_yaml(opt.hypes_yaml, opt)
+        hypes = load_yaml(opt.hypes_yaml, opt, overrides=data_root_overrides(opt.data_root))
         if opt.voxelize_on_device:
             set_on_device(hypes)
             res["voxelize_on_device"] = True
@@ -251,11 +289,21 @@ def main(argv=None):
             _guard(res, "infer", bench_infer, hypes, device, opt.steps)
     if "eval" in parts:
         _guard(res, "eval", bench_eval)
+    if "peak" in parts:
+        _guard(res, "peak", bench_peak, device)
     _log_table(res)
     if opt.json:
         with open(opt.json, "a") as f:
             f.write(json.dumps(res) + "\n")
     return res
+
+
+def data_root_overrides(root):
+    """``--set`` assignments that point a config's three splits at ``root``/{train,validate,test}."""
+    if root is None:
+        return []
+    return [f"{key}={os.path.join(root, split)}" for key, split in
+            (("root_dir", "train"), ("validate_dir", "validate"), ("test_dir", "test"))]
 
 
 def set_on_device(hypes):
