@@ -34,6 +34,8 @@ def parse_args(argv=None):
     p.add_argument("--render-scale", type=int, help="trace images at 1/S resolution and upscale")
     p.add_argument("--no-cameras", action="store_true", help="skip RGB and depth images")
     p.add_argument("--pcd-encoding", choices=("ascii", "binary", "binary_compressed"), help="PCD DATA kind")
+    p.add_argument("--infrastructure", type=int, metavar="K",
+                   help="road-side units per scenario (agent ids -1..-K; 0..4; default: the format's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="parallel processes")
     return p.parse_args(argv)
@@ -49,7 +51,8 @@ def main(argv=None):
         summary = generate(opt.root, preset=opt.preset, seed=opt.seed, workers=opt.workers,
                            scenarios=opt.scenarios, agents=opt.agents, frames=opt.frames, beams=opt.beams,
                            h_res=opt.h_res, image_size=opt.image_size, render_scale=opt.render_scale,
-                           cameras=False if opt.no_cameras else None, pcd_encoding=opt.pcd_encoding)
+                           cameras=False if opt.no_cameras else None, pcd_encoding=opt.pcd_encoding,
+                           infrastructure=opt.infrastructure)
     except (OpencoodError, ValueError) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2

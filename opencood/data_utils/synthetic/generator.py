@@ -9,6 +9,18 @@ Output tree under ``root`` (spec ``data_eval_spec.md`` section 1)::
     modality_assign/opv2v_4modality.json, modality_assign/opv2v_4modality_in_order.json
     .opencood_synthetic.json                      marker: this root may be regenerated
 
+Infrastructure (``generate(..., infrastructure=K)``, K = 0..4, default 0): K road-side units per scenario,
+agent folders ``-1`` .. ``-K`` beside the vehicles' folders, with the same files as a vehicle (cloud, YAML,
+cameras, OPV2V-H variants, bev_visibility). Each is a pole on a sidewalk corner of the intersection
+(``world.RSU_CORNERS``: the NE and SW corners first), facing the centre: LiDAR 3.0 m above the ground
+(``world.RSU_LIDAR_HEIGHT``), four cameras 2.8 m high looking ahead/right/left/back
+(``sensors.RSU_CAMERA_MOUNTS``). Their YAMLs carry ``RSU: true``, a fixed ``lidar_pose`` (the same in every
+frame), ``true_ego_pos`` = ``predicted_ego_pos`` = the pole foot, ``ego_speed: 0.0``, ``plan_trajectory: []``
+and ``vehicles`` = every car with a LiDAR hit (connected vehicles included); the vehicles' YAMLs do not list
+the units (they are not objects and are not ray cast). The units draw their sensor noise from their own random
+stream, so every vehicle file is byte-identical to the output with ``infrastructure=0`` (only the modality
+JSONs gain the negative ids). The ego used for the collaboration statistics is always a vehicle.
+
 Scenarios are independent given the seed (each gets its own spawned seed), so they can be generated
 in parallel worker processes with identical results.
 """
@@ -17,15 +29,16 @@ import multiprocessing
 import os
 import shutil
 import time
+from typing import NamedTuple, Optional
 
 import numpy as np
 from tqdm import tqdm
 
 from opencood.data_utils.synthetic import writers
 from opencood.data_utils.synthetic.raycast import box_corners
-from opencood.data_utils.synthetic.sensors import CAMERA_MOUNTS, LidarConfig, camera_intrinsic, lidar_scan, \
-    render_camera
-from opencood.data_utils.synthetic.world import build_world
+from opencood.data_utils.synthetic.sensors import CAMERA_MOUNTS, RSU_CAMERA_MOUNTS, LidarConfig, camera_intrinsic, \
+    lidar_scan, render_camera
+from opencood.data_utils.synthetic.world import RSU_CORNERS, build_world
 from opencood.utils.errors import DataError
 from opencood.utils.pcd_utils import write_pcd
 from opencood.utils.transformation_utils import x_to_world
@@ -37,6 +50,8 @@ MARKER = ".opencood_synthetic.json"
 TRUCK_MIN_LENGTH = 4.8
 SPLITS = ("train", "validate", "test")
 _OWNED = ("OPV2V", "OPV2V_Hetero", "modality_assign")
+# Options that no preset sets; at their default they leave the output (marker file included) as before.
+OPTION_DEFAULTS = {"infrastructure": 0}
 
 PRESETS = {
     # unit tests: a few thousand points per cloud, tiny images
@@ -86,14 +101,35 @@ def _vehicle_entry(world, vid, location, yaw):
     return entry
 
 
+def _ego_state(world, vid, frame, rng):
+    """The agent's own-state YAML keys: ``true_ego_pos``, ``predicted_ego_pos`` (GNSS-like noise), ``ego_speed``
+    (km/h) and ``plan_trajectory`` (three [x, y, km/h] points 1, 2, 3 s ahead). A road-side unit (``vid < 0``)
+    stands still: exact predicted pose, speed 0, empty plan, no random draw."""
+    actor = world.actor_pose(vid, frame)
+    if vid < 0:
+        return {"true_ego_pos": list(actor), "predicted_ego_pos": list(actor), "ego_speed": 0.0,
+                "plan_trajectory": [], "RSU": True}
+    speed = float(world.vehicles.speed[world.vehicle_index(vid)])
+    heading = np.radians(actor[4])
+    plan = [[actor[0] + np.cos(heading) * speed * s, actor[1] + np.sin(heading) * speed * s, speed * 3.6]
+            for s in (1.0, 2.0, 3.0)]
+    predicted = actor.copy()
+    predicted[:2] += rng.normal(0.0, 0.3, 2)
+    predicted[4] += rng.normal(0.0, 0.5)
+    return {"true_ego_pos": list(actor), "predicted_ego_pos": list(predicted), "ego_speed": speed * 3.6,
+            "plan_trajectory": plan}
+
+
 def _agent_frame(world, frame, vid, dirs, opts, rng):
-    """Simulate and write everything one agent produces at one frame.
+    """Simulate and write everything one agent (a vehicle, or a road-side unit when ``vid < 0``) produces at one
+    frame. ``dirs`` = (agent folder, OPV2V_Hetero agent folder or None, bev_visibility folder or None).
 
     Returns:
         (number of 64-beam points, set of visible object ids).
     """
     all_boxes = world.boxes(frame)
-    boxes = all_boxes.subset(all_boxes.ids != vid)  # a sensor never sees its own car
+    # a sensor never sees its own car; a road-side unit has none (static structures also have id -1)
+    boxes = all_boxes if vid < 0 else all_boxes.subset(all_boxes.ids != vid)
     lidar_pose = world.lidar_pose(vid, frame)
     cfg = LidarConfig(beams=opts["beams"], h_res=opts["h_res"])
     points, beam, hit = lidar_scan(lidar_pose, boxes, cfg, rng)
@@ -101,25 +137,40 @@ def _agent_frame(world, frame, vid, dirs, opts, rng):
     opv2v, hetero, extra = dirs
     enc = opts["pcd_encoding"]
     write_pcd(os.path.join(opv2v, f"{ts}.pcd"), points, enc)
-    write_pcd(os.path.join(hetero, f"{ts}_32.pcd"), points[beam % 2 == 0], enc)
-    write_pcd(os.path.join(hetero, f"{ts}_16.pcd"), points[beam % 4 == 0], enc)
+    if hetero is not None:
+        write_pcd(os.path.join(hetero, f"{ts}_32.pcd"), points[beam % 2 == 0], enc)
+        write_pcd(os.path.join(hetero, f"{ts}_16.pcd"), points[beam % 4 == 0], enc)
     lidar_ids = set(boxes.ids[hit[hit >= 0]].tolist()) - {-1}
 
     width, height = opts["image_size"]
     intrinsic = camera_intrinsic(width, height)
     params = {}
     camera_ids = set()
-    for i, mount in enumerate(CAMERA_MOUNTS):
+    for i, mount in enumerate(RSU_CAMERA_MOUNTS if vid < 0 else CAMERA_MOUNTS):
         cords = world.mounted_pose(vid, frame, mount)
         params[f"camera{i}"] = writers.camera_entry(cords, intrinsic, lidar_pose)
         if opts["cameras"]:
             rgb, depth, seen = render_camera(world, boxes, cords, width, height, opts["render_scale"])
             writers.write_rgb_png(os.path.join(opv2v, f"{ts}_camera{i}.png"), rgb)
-            writers.write_depth_png(os.path.join(hetero, f"{ts}_depth{i}.png"), depth)
+            if hetero is not None:
+                writers.write_depth_png(os.path.join(hetero, f"{ts}_depth{i}.png"), depth)
             camera_ids |= set(boxes.ids[seen].tolist()) - {-1}
+    if extra is not None:
+        _write_bev_visibility(extra, ts, boxes, sorted(camera_ids if opts["cameras"] else lidar_ids), lidar_pose)
 
-    # bev_visibility: what the cameras see (the LiDAR's view when cameras are off)
-    visible = sorted(camera_ids if opts["cameras"] else lidar_ids)
+    location, yaw = world.vehicle_states(frame)
+    params.update(_ego_state(world, vid, frame, rng))
+    params.update({
+        "lidar_pose": list(lidar_pose),
+        "vehicles": {int(o): _vehicle_entry(world, o, location, yaw) for o in sorted(lidar_ids)},
+    })
+    writers.write_yaml(os.path.join(opv2v, f"{ts}.yaml"), params)
+    return points.shape[0], lidar_ids
+
+
+def _write_bev_visibility(folder, ts, boxes, visible, lidar_pose):
+    """``<ts>_bev_visibility.png``: the footprints of the ``visible`` vehicle ids (what the cameras see, the
+    LiDAR's view when cameras are off) in the agent's LiDAR frame."""
     sel = np.isin(boxes.ids, visible)
     lidar_from_world = np.linalg.inv(x_to_world(lidar_pose))  # (4, 4) T_lidar<-world
     corners = box_corners(boxes.subset(sel))  # (K, 8, 3) world
@@ -127,53 +178,61 @@ def _agent_frame(world, frame, vid, dirs, opts, rng):
     bottom = local[:, 0::2, :2]  # (K, 4, 2): corners with z = -h, in order (--, -+, +-, ++)
     quads = bottom[:, [0, 1, 3, 2]]  # (K, 4, 2) around the footprint
     centres = boxes.center[sel] @ lidar_from_world[:3, :3].T + lidar_from_world[:3, 3]
-    writers.write_gray_png(os.path.join(extra, f"{ts}_bev_visibility.png"),
+    writers.write_gray_png(os.path.join(folder, f"{ts}_bev_visibility.png"),
                            writers.bev_visibility(quads, centres[:, :2]))
 
-    location, yaw = world.vehicle_states(frame)
-    actor = world.actor_pose(vid, frame)
-    i_self = world.vehicle_index(vid)
-    speed = float(world.vehicles.speed[i_self])
-    heading = np.radians(actor[4])
-    plan = [[actor[0] + np.cos(heading) * speed * s, actor[1] + np.sin(heading) * speed * s, speed * 3.6]
-            for s in (1.0, 2.0, 3.0)]
-    predicted = actor.copy()
-    predicted[:2] += rng.normal(0.0, 0.3, 2)
-    predicted[4] += rng.normal(0.0, 0.5)
-    params.update({
-        "lidar_pose": list(lidar_pose),
-        "true_ego_pos": list(actor),
-        "predicted_ego_pos": list(predicted),
-        "ego_speed": speed * 3.6,
-        "plan_trajectory": plan,
-        "vehicles": {int(o): _vehicle_entry(world, o, location, yaw) for o in sorted(lidar_ids)},
-    })
-    writers.write_yaml(os.path.join(opv2v, f"{ts}.yaml"), params)
-    return points.shape[0], lidar_ids
+
+class Layout(NamedTuple):
+    """Folder names of an OPV2V-layout output.
+
+    Attributes:
+        dataset: top folder of the splits (``OPV2V``, ``V2XSET``, ...).
+        hetero: top folder of the OPV2V-H files (32/16-beam clouds, depth PNGs), or None: not written.
+        additional: write ``<dataset>/additional/<split>/.../<ts>_bev_visibility.png``.
+        modality_prefix: modality JSON names ``modality_assign/<prefix>_4modality[_in_order].json``.
+    """
+    dataset: str = "OPV2V"
+    hetero: Optional[str] = "OPV2V_Hetero"
+    additional: bool = True
+    modality_prefix: str = "opv2v"
+
+
+OPV2V_LAYOUT = Layout()
+
+
+def _agent_dirs(root, layout, split, name, vid):
+    """(agent folder, OPV2V_Hetero agent folder or None, bev_visibility folder or None), created."""
+    parts = (split, name, str(vid))
+    return (writers.ensure_dir(os.path.join(root, layout.dataset, *parts)),
+            writers.ensure_dir(os.path.join(root, layout.hetero, *parts)) if layout.hetero else None,
+            writers.ensure_dir(os.path.join(root, layout.dataset, "additional", *parts)) if layout.additional
+            else None)
 
 
 def _scenario_job(job):
     """Generate one scenario (runs in a worker process). Returns its statistics."""
-    root, split, name, seed, n_agents, opts = job
-    world_rng, sensor_rng = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2)]
-    world = build_world(world_rng, n_agents, opts["frames"])
-    scen = os.path.join(root, "OPV2V", split, name)
+    root, split, name, seed, n_agents, opts, layout = job
+    # vehicles' sensors, then the road-side units' own stream (spawn keys 0, 1, 2: the first two are the same
+    # with and without infrastructure)
+    world_rng, sensor_rng, rsu_rng = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)]
+    world = build_world(world_rng, n_agents, opts["frames"], infrastructure=opts["infrastructure"])
+    scen = os.path.join(root, layout.dataset, split, name)
     writers.ensure_dir(scen)
     writers.write_yaml(os.path.join(scen, "data_protocol.yaml"), {
         "description": "opencood synthetic world (four-leg intersection)", "seed": str(seed),
         "frames": opts["frames"], "frame_rate_hz": 10, "lidar": {"channels": opts["beams"], "range": 120,
                                                                  "upper_fov": 2, "lower_fov": -25,
                                                                  "h_res_deg": opts["h_res"]}})
-    agent_ids = [int(a) for a in world.agent_ids]
+    vehicle_ids = [int(a) for a in world.agent_ids]
+    agent_ids = vehicle_ids + world.infrastructure_ids
     n_points, seen = [], {}
     for frame in range(opts["frames"]):
         for vid in agent_ids:
-            dirs = tuple(writers.ensure_dir(os.path.join(root, top, split, name, str(vid)))
-                         for top in ("OPV2V", "OPV2V_Hetero", os.path.join("OPV2V", "additional")))
-            count, ids = _agent_frame(world, frame, vid, dirs, opts, sensor_rng)
+            dirs = _agent_dirs(root, layout, split, name, vid)
+            count, ids = _agent_frame(world, frame, vid, dirs, opts, rsu_rng if vid < 0 else sensor_rng)
             n_points.append(count)
             seen[(frame, vid)] = ids
-    ego = sorted(agent_ids, key=str)[0]  # the eval ego: first id in string order
+    ego = sorted(vehicle_ids, key=str)[0]  # the eval ego: first id in string order (negative ids go last)
     union = others_only = 0
     for frame in range(opts["frames"]):
         all_ids = set().union(*(seen[(frame, v)] for v in agent_ids))
@@ -183,12 +242,12 @@ def _scenario_job(job):
             "objects_per_agent": [len(s) for s in seen.values()], "union": union, "others_only": others_only}
 
 
-def _prepare_root(root):
-    """Refuse a root holding a non-synthetic dataset; clear a previous synthetic output."""
+def _prepare_root(root, owned_dirs=_OWNED):
+    """Refuse a root holding a non-synthetic dataset; clear a previous synthetic output (``owned_dirs``)."""
     if os.path.exists(root) and not os.path.isdir(root):
         raise DataError(f"{root}: exists and is not a folder")
     marker = os.path.join(root, MARKER)
-    owned = [d for d in _OWNED if os.path.exists(os.path.join(root, d))]
+    owned = [d for d in owned_dirs if os.path.exists(os.path.join(root, d))]
     if owned and not os.path.exists(marker):
         raise DataError(f"{root}: holds {', '.join(owned)} but no {MARKER} marker (not a synthetic dataset); "
                         f"refusing to overwrite it, choose another --root")
@@ -203,13 +262,13 @@ def resolve_options(preset="tiny", **overrides):
     """Preset values updated by every override that is not None.
 
     Args:
-        preset: 'tiny', 'demo' or 'bench'.
+        preset: 'tiny', 'demo', 'gpu' or 'bench'.
         **overrides: any key of a preset (scenarios, agents, frames, beams, h_res, image_size,
-            render_scale, cameras, pcd_encoding).
+            render_scale, cameras, pcd_encoding) or of :data:`OPTION_DEFAULTS` (infrastructure).
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset '{preset}'; known: {', '.join(PRESETS)}")
-    opts = dict(PRESETS[preset])
+    opts = {**OPTION_DEFAULTS, **PRESETS[preset]}
     unknown = set(overrides) - set(opts)
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)}; known: {sorted(opts)}")
@@ -225,10 +284,20 @@ def resolve_options(preset="tiny", **overrides):
     opts["image_size"] = tuple(int(s) for s in opts["image_size"])
     if len(opts["scenarios"]) != 3:
         raise ValueError("scenarios must give three counts: train validate test")
+    opts["infrastructure"] = int(opts["infrastructure"])
+    if not 0 <= opts["infrastructure"] <= len(RSU_CORNERS):
+        raise ValueError(f"infrastructure must be 0..{len(RSU_CORNERS)}, got {opts['infrastructure']}")
     return opts
 
 
-def generate(root, preset="tiny", seed=0, workers=1, progress=True, **overrides):
+def _marker_options(opts):
+    """The options recorded in the marker: those of :data:`OPTION_DEFAULTS` only when not at their default
+    (so the marker of a default world stays what it was before they existed)."""
+    return writers.to_builtin({k: v for k, v in opts.items()
+                               if k not in OPTION_DEFAULTS or v != OPTION_DEFAULTS[k]})
+
+
+def generate(root, preset="tiny", seed=0, workers=1, progress=True, layout=OPV2V_LAYOUT, **overrides):
     """Write a synthetic OPV2V / OPV2V-H dataset under ``root``.
 
     Args:
@@ -238,9 +307,11 @@ def generate(root, preset="tiny", seed=0, workers=1, progress=True, **overrides)
         seed: master seed; the same seed and options give byte-identical files.
         workers: processes generating scenarios in parallel.
         progress: show a tqdm bar.
-        **overrides: preset keys: scenarios (train, validate, test counts), agents (int or (min, max)),
-            frames, beams, h_res (azimuth step, degrees), image_size (W, H), render_scale, cameras (bool),
-            pcd_encoding ('ascii' as OPV2V, 'binary' or 'binary_compressed').
+        layout: folder names (:class:`Layout`; default OPV2V + OPV2V_Hetero + additional).
+        **overrides: preset keys: scenarios (train, validate, test counts), agents (int or (min, max):
+            connected vehicles), frames, beams, h_res (azimuth step, degrees), image_size (W, H), render_scale,
+            cameras (bool), pcd_encoding ('ascii' as OPV2V, 'binary' or 'binary_compressed'); and
+            infrastructure (0..4 road-side units per scenario, agent ids -1..-K; see the module docstring).
 
     Returns:
         Summary dict: root, seconds, scenarios {split: [names]}, files, points_per_cloud (mean/min/max),
@@ -252,9 +323,11 @@ def generate(root, preset="tiny", seed=0, workers=1, progress=True, **overrides)
     t0 = time.time()
     opts = resolve_options(preset, **overrides)
     root = os.fspath(root)
-    _prepare_root(root)
+    _prepare_root(root, tuple(d for d in (layout.dataset, layout.hetero, "modality_assign") if d))
     marker = {"generator": "opencood.data_utils.synthetic", "seed": seed, "preset": preset,
-              "options": writers.to_builtin(opts), "complete": False}
+              "options": _marker_options(opts), "complete": False}
+    if layout != OPV2V_LAYOUT:
+        marker["layout"] = layout._asdict()
     writers.write_json(os.path.join(root, MARKER), marker)  # written first: an interrupted run can be redone
     rng = np.random.default_rng(seed)
     jobs, index = [], 0
@@ -262,7 +335,7 @@ def generate(root, preset="tiny", seed=0, workers=1, progress=True, **overrides)
     for split, count in zip(SPLITS, opts["scenarios"]):
         for name in _scenario_names(rng, count, index):
             n_agents = int(rng.integers(opts["agents"][0], opts["agents"][1] + 1))
-            jobs.append((root, split, name, int(seeds[index].generate_state(1)[0]), n_agents, opts))
+            jobs.append((root, split, name, int(seeds[index].generate_state(1)[0]), n_agents, opts, layout))
             index += 1
     bar = tqdm(total=len(jobs), desc="synthetic scenarios", unit="scen", disable=not progress)
     results = []
@@ -280,8 +353,9 @@ def generate(root, preset="tiny", seed=0, workers=1, progress=True, **overrides)
     bar.close()
     by_split = {split: {r["name"]: r["agents"] for r in results if r["split"] == split} for split in SPLITS}
     assign = writers.ensure_dir(os.path.join(root, "modality_assign"))
-    writers.write_json(os.path.join(assign, "opv2v_4modality.json"), writers.modality_assignment(by_split))
-    writers.write_json(os.path.join(assign, "opv2v_4modality_in_order.json"),
+    prefix = layout.modality_prefix
+    writers.write_json(os.path.join(assign, f"{prefix}_4modality.json"), writers.modality_assignment(by_split))
+    writers.write_json(os.path.join(assign, f"{prefix}_4modality_in_order.json"),
                        writers.modality_in_order(by_split["test"]))
     points = np.concatenate([r["points"] for r in results])
     objects = np.concatenate([r["objects_per_agent"] for r in results])

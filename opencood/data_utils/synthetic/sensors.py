@@ -22,6 +22,9 @@ from opencood.utils.transformation_utils import x_to_world
 # Vehicle-frame mountings (x, y, z, yaw deg) of camera0..3 (OpenCDA defaults): front, right-rear,
 # left-rear, back.
 CAMERA_MOUNTS = ((2.5, 0.0, 1.0, 0.0), (0.0, 0.3, 1.8, 100.0), (0.0, -0.3, 1.8, -100.0), (-2.0, 0.0, 1.5, 180.0))
+# Road-side units: four cameras on the pole (x, y, z, yaw deg in the pole frame, x toward the intersection
+# centre), 0.2 m below the LiDAR, looking ahead, right, left and back.
+RSU_CAMERA_MOUNTS = ((0.3, 0.0, 2.8, 0.0), (0.0, 0.3, 2.8, 90.0), (0.0, -0.3, 2.8, -90.0), (-0.3, 0.0, 2.8, 180.0))
 CAMERA_FOV_DEG = 100.0
 # UE4 camera axes (x forward, y right, z up) -> OpenCV axes (x right, y down, z forward).
 UE4_TO_CV = np.array([[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, -1.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])

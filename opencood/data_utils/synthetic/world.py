@@ -24,6 +24,11 @@ BUILD_START = 13.0  # building facades start here (from the road axis)
 EXTENT = 125.0  # roads and buildings reach this far from the centre
 MIN_CLEARANCE = 5.6  # centre distance keeping two car boxes apart (> twice their half diagonal)
 LIDAR_MOUNT = (-0.5, 0.0, 1.9)  # LiDAR position in the vehicle frame (x, y, z), metres
+# Infrastructure (road-side units): a pole on a sidewalk corner of the intersection, facing its centre. Corners
+# as map-frame signs (x, y), diagonal pairs first; the pole foot lies between the curb and the facades.
+RSU_CORNERS = ((1.0, 1.0), (-1.0, -1.0), (-1.0, 1.0), (1.0, -1.0))
+RSU_CORNER_OFFSET = 11.75  # |map x| = |map y| of the pole foot, metres (CURB < 11.75 < BUILD_START)
+RSU_LIDAR_HEIGHT = 3.0  # LiDAR above the ground, metres (vehicles: 1.9)
 
 # (heading yaw in radians, lateral offset) of the driving lanes of the x-road; the y-road uses the
 # same lanes rotated by +90 degrees.
@@ -88,9 +93,12 @@ class World:
         map_yaw: rotation of the map frame in the world, radians.
         map_offset: (2,) translation of the map frame in the world, metres.
         n_frames: number of saved frames.
+        infrastructure: number of road-side units (0..4), ids -1, -2, ... on the corners of
+            :data:`RSU_CORNERS`; they add no geometry (no pole is ray cast), so the vehicles' sensors see the
+            same world with or without them.
     """
 
-    def __init__(self, static, vehicles, agent_ids, map_yaw, map_offset, n_frames):
+    def __init__(self, static, vehicles, agent_ids, map_yaw, map_offset, n_frames, infrastructure=0):
         self.static = static
         self.vehicles = vehicles
         self.agent_ids = list(agent_ids)
@@ -99,6 +107,18 @@ class World:
         self.n_frames = n_frames
         c, s = np.cos(self.map_yaw), np.sin(self.map_yaw)
         self._rot = np.array([[c, -s], [s, c]])  # (2, 2) map -> world
+        if not 0 <= infrastructure <= len(RSU_CORNERS):
+            raise ValueError(f"infrastructure must be 0..{len(RSU_CORNERS)}, got {infrastructure}")
+        self.rsu_poses = {}  # id (< 0) -> (6,) world pose of the pole foot (metres, degrees)
+        for k, (sx, sy) in enumerate(RSU_CORNERS[:infrastructure]):
+            xy = self.map_to_world_xy(np.array([sx, sy]) * RSU_CORNER_OFFSET)
+            yaw = np.degrees(np.arctan2(-sy, -sx) + self.map_yaw)  # facing the intersection centre
+            self.rsu_poses[-(k + 1)] = np.array([xy[0], xy[1], 0.0, 0.0, (yaw + 180.0) % 360.0 - 180.0, 0.0])
+
+    @property
+    def infrastructure_ids(self):
+        """Ids of the road-side units (-1, -2, ...); their folders are named like that."""
+        return list(self.rsu_poses)
 
     def map_to_world_xy(self, xy):
         """(..., 2) map-frame x/y -> world x/y."""
@@ -137,7 +157,10 @@ class World:
         return int(np.flatnonzero(self.vehicles.ids == vid)[0])
 
     def actor_pose(self, vid, frame):
-        """World pose ``[x, y, z, roll, yaw, pitch]`` (metres, degrees) of a vehicle's actor origin."""
+        """World pose ``[x, y, z, roll, yaw, pitch]`` (metres, degrees) of a vehicle's actor origin (a road-side
+        unit, ``vid < 0``: the fixed pole foot)."""
+        if vid in self.rsu_poses:
+            return self.rsu_poses[vid].copy()
         location, yaw = self.vehicle_states(frame)
         i = self.vehicle_index(vid)
         return np.array([*location[i], 0.0, np.degrees(yaw[i]), 0.0])
@@ -154,7 +177,10 @@ class World:
         return np.array([xyz[0], xyz[1], xyz[2], 0.0, yaw, 0.0])
 
     def lidar_pose(self, vid, frame):
-        """World pose of an agent's LiDAR (1.9 m above the ground), metres and degrees."""
+        """World pose of an agent's LiDAR (vehicles 1.9 m, road-side units 3.0 m above the ground), metres and
+        degrees."""
+        if vid in self.rsu_poses:
+            return self.mounted_pose(vid, frame, (0.0, 0.0, RSU_LIDAR_HEIGHT, 0.0))
         return self.mounted_pose(vid, frame, (*LIDAR_MOUNT, 0.0))
 
     def surface_class(self, map_xy):
@@ -261,13 +287,15 @@ def _buildings(rng):
     return np.array(centers), np.array(halves), np.array(colors, np.uint8)
 
 
-def build_world(rng, n_agents, n_frames, traffic_gap=(12.0, 40.0), parked_gap=(10.0, 40.0)):
+def build_world(rng, n_agents, n_frames, traffic_gap=(12.0, 40.0), parked_gap=(10.0, 40.0), infrastructure=0):
     """Generate one scenario.
 
     Args:
         rng: ``np.random.Generator`` (the whole scene is a function of its state).
-        n_agents: connected agents (2..8).
+        n_agents: connected vehicles (2..8).
         n_frames: saved frames (10 Hz).
+        infrastructure: road-side units (0..4); placed without random draws, so the rest of the scene is the
+            same for every value.
         traffic_gap: (min, max) metres between consecutive moving vehicles on a lane.
         parked_gap: (min, max) metres between parked cars at the curb.
 
@@ -324,4 +352,4 @@ def build_world(rng, n_agents, n_frames, traffic_gap=(12.0, 40.0), parked_gap=(1
     static = Boxes(center=np.concatenate([world_xy, b_center[:, 2:]], axis=1), half=b_half,
                    yaw=np.full(len(b_half), np.arctan2(s, c)), ids=np.full(len(b_half), -1, np.int64),
                    color=b_color)
-    return World(static, vehicles, vehicles.ids[:n_agents].tolist(), map_yaw, map_offset, n_frames)
+    return World(static, vehicles, vehicles.ids[:n_agents].tolist(), map_yaw, map_offset, n_frames, infrastructure)
