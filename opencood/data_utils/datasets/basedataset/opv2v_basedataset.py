@@ -6,7 +6,7 @@ API is described in :mod:`opencood.data_utils.datasets.basedataset.base_dataset`
 
 YAML keys read: those of ``BaseDataset.CONFIG`` (``root_dir`` / ``validate_dir``, ``input_source``,
 ``add_data_extension``, ``seed``, ``data_cache_dir``, ``heter`` + ``ego_diff_cav``), ``train_params.max_cav``
-and ``fusion.dataset`` (``v2xset`` drops its three-camera scenario when cameras are read). Decoded clouds,
+(V2XSet's deltas live in its subclass, ``v2xset_basedataset``). Decoded clouds,
 agent YAMLs and images are cached in ``data_cache_dir`` when set (``opencood.utils.decode_cache``).
 
 Objects: ``vehicles[id]`` of the agent YAML (world frame); an optional ``obj_type`` string (V2X-Real,
@@ -24,8 +24,7 @@ from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
 from opencood.data_utils.datasets.basedataset.agent_frame import PEDESTRIAN, TRUCK, VEHICLE, AgentFrame, ObjectSet
 from opencood.data_utils.datasets.basedataset.base_dataset import BaseDataset
-from opencood.data_utils.datasets.basedataset.dataset_tree import (
-    NUM_CAMERAS, V2XSET_THREE_CAMERA_SCENARIO, extension_path, scan_split, split_paths)
+from opencood.data_utils.datasets.basedataset.dataset_tree import NUM_CAMERAS, extension_path, scan_split, split_paths
 from opencood.hypes_yaml.yaml_utils import _FLOAT_RE as FLOAT_RE
 from opencood.utils.box_utils import world_objects_to_boxes
 from opencood.utils.camera_utils import cameras_from_agent_yaml
@@ -182,9 +181,9 @@ def object_class(obj_type, path, obj_id):
                         f"known: {', '.join(sorted(OBJ_TYPE_CLASSES))}") from None
 
 
-@BASE_DATASETS.register("opv2v", "v2xset")
+@BASE_DATASETS.register("opv2v")
 class OPV2VBaseDataset(BaseDataset):
-    """Indexing and per-agent loading of OPV2V-format splits (OPV2V, OPV2V-H, V2XSet; spec data_eval §1, §3.1).
+    """Indexing and per-agent loading of OPV2V-format splits (OPV2V, OPV2V-H; spec data_eval §1, §3.1).
 
     Args:
         params: experiment config (``load_yaml`` output).
@@ -193,7 +192,8 @@ class OPV2VBaseDataset(BaseDataset):
         heterogeneous: read ``params['heter']`` and give every agent a ``modality``.
         order: box layout of the records' objects (``postprocess.order``).
 
-    ``fusion.dataset: v2xset`` drops V2XSet's three-camera scenario when cameras are read.
+    Subclasses of the same layout (V2XSet, V2V4Real) override the hooks ``skip_scenarios`` and
+    ``infrastructure_last``.
     """
 
     def __init__(self, params, visualize=False, train=True, heterogeneous=False, order="hwl"):
@@ -201,14 +201,21 @@ class OPV2VBaseDataset(BaseDataset):
         self.paths = split_paths(self.split_dir)
         self.cache = DecodeCache(self.cfg.data_cache_dir) if self.cfg.data_cache_dir else None
         need = self._requirements()
-        dataset_name = str((params.get("fusion") or {}).get("dataset", "opv2v")).lower()
-        skip = (V2XSET_THREE_CAMERA_SCENARIO,) if dataset_name == "v2xset" and need["camera"] else ()
-        self.scenario_database = scan_split(self.paths["split_dir"], need, skip)
+        self.scenario_database = scan_split(self.paths["split_dir"], need, self.skip_scenarios(need))
         if self.heter is not None:
             self.heter.check_coverage({s["name"]: list(s["cavs"]) for s in self.scenario_database}, train)
         self.order_agents()
 
     # ------------------------------------------------------------------ setup
+    def skip_scenarios(self, need):
+        """Scenario names to leave out, given the files the run reads (``need``, see ``scan_split``)."""
+        return ()
+
+    @staticmethod
+    def infrastructure_last(cavs):
+        """Agent order with a leading infrastructure (negative) id moved to the end (the reference's rule)."""
+        return cavs[1:] + cavs[:1] if cavs and cavs[0].startswith("-") else cavs
+
     def _requirements(self):
         """Which files the run reads (used to validate the tree)."""
         lidar = "lidar" in self.input_source or self.visualize
@@ -228,8 +235,7 @@ class OPV2VBaseDataset(BaseDataset):
             cavs = sorted(scen["cavs"])
             if self.train:
                 cavs = [cavs[i] for i in self.rng.permutation(len(cavs))]
-            if cavs and cavs[0].startswith("-"):
-                cavs = cavs[1:] + cavs[:1]
+            cavs = self.infrastructure_last(cavs)
             if self.heter is not None:
                 cavs = self.heter.reorder_cav_list(cavs, scen["name"], self.train)
             scen["order"] = cavs[:self.max_cav]
