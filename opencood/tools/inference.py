@@ -2,8 +2,9 @@
 
 ``python opencood/tools/inference.py --model_dir RUN_DIR [--fusion_method intermediate|early|late|single|no]``
 
-Writes ``eval_<info>.yaml`` and ``eval_global_sort_<info>.yaml`` (AP@0.3/0.5/0.7, precision/recall)
-into the run folder, where info = ``<fusion><note>_<x>_<y>_epoch<E>`` (x, y = GT range half sizes);
+Writes ``eval_<info>.yaml`` and ``eval_global_sort_<info>.yaml`` (AP@0.3/0.5/0.7, precision/recall; with
+several classes in ``postprocess.anchor_args.classes``: per-class APs under ``classes`` and their mean as
+ap30/ap_50/ap_70) into the run folder, where info = ``<fusion><note>_<x>_<y>_epoch<E>`` (x, y = GT range half sizes);
 ``--save_vis`` writes BEV pictures (headless) to ``vis_<info>/``.
 """
 import argparse
@@ -85,7 +86,8 @@ def prepare_hypes(opt):
 def evaluate(model, dataset, opt, saved_path, infer_info, device):
     """Loop over the test set; returns (result_stat, seconds per frame)."""
     loader = build_loader(dataset, "test", num_workers=opt.num_workers, device=device)
-    result_stat = {iou: {"tp": [], "fp": [], "gt": 0, "score": []} for iou in (0.3, 0.5, 0.7)}
+    # the class list of the YAML (postprocess.anchor_args.classes): several classes -> per-class AP and mAP
+    result_stat = eval_utils.init_result_stat(classes=dataset.post_processor.head.class_names)
     infer_fn = {"intermediate": inference_utils.inference_intermediate_fusion,
                 "early": inference_utils.inference_early_fusion,
                 "late": inference_utils.inference_late_fusion}.get(opt.fusion_method,
@@ -108,9 +110,13 @@ def evaluate(model, dataset, opt, saved_path, infer_info, device):
                 torch.cuda.synchronize()
             model_time += time.perf_counter() - t0
             frames += 1
-        for iou in (0.3, 0.5, 0.7):
-            eval_utils.caluclate_tp_fp(res["pred_box_tensor"], res["pred_score"], res["gt_box_tensor"],
-                                       result_stat, iou)
+        if eval_utils.is_per_class(result_stat):
+            eval_utils.calculate_tp_fp_classes(res["pred_box_tensor"], res["pred_score"], res["pred_label"],
+                                               res["gt_box_tensor"], res["gt_label"], result_stat)
+        else:
+            for iou in (0.3, 0.5, 0.7):
+                eval_utils.caluclate_tp_fp(res["pred_box_tensor"], res["pred_score"], res["gt_box_tensor"],
+                                           result_stat, iou)
         if opt.save_npy:
             inference_utils.save_npy(res, batch, os.path.join(saved_path, "npy"), i)
         if opt.save_vis and i % max(1, opt.save_vis_interval) == 0:

@@ -1,7 +1,8 @@
 """Per-batch inference for each fusion style: model forward + post-processing + ground truth.
 
 Each function takes a collated test batch (batch size 1) already on the model's device and
-returns ``{'pred_box_tensor': (K,8,3) or None, 'pred_score': (K,) or None, 'gt_box_tensor': (G,8,3)}``,
+returns ``{'pred_box_tensor': (K,8,3) or None, 'pred_score': (K,) or None, 'pred_label': (K,) or None,
+'gt_box_tensor': (G,8,3), 'gt_label': (G,)}`` (labels: class index into the head's ``class_names``),
 everything in the ego LiDAR frame (metres).
 """
 from collections import OrderedDict
@@ -11,9 +12,10 @@ import torch
 
 
 def _result(dataset, batch, output_dict):
-    pred_box, pred_score = dataset.post_process(batch, output_dict)
-    gt_box = dataset.post_processor.generate_gt_bbx(batch)
-    return {"pred_box_tensor": pred_box, "pred_score": pred_score, "gt_box_tensor": gt_box}
+    pred_box, pred_score, pred_label = dataset.post_processor.post_process(batch, output_dict, return_labels=True)
+    gt_box, gt_label = dataset.post_processor.generate_gt_bbx(batch, return_labels=True)
+    return {"pred_box_tensor": pred_box, "pred_score": pred_score, "pred_label": pred_label,
+            "gt_box_tensor": gt_box, "gt_label": gt_label}
 
 
 def inference_intermediate_fusion(batch, model, dataset):

@@ -21,6 +21,11 @@ Accumulator layout (exactly the reference's)::
 
 Box inputs are corners ``(K, 8, 3)`` in metres, any common frame (usually the ego LiDAR frame), as numpy
 arrays or torch tensors; only ``[:, :4, :2]`` is used.
+
+Several classes (V2X-Real: vehicle, pedestrian, truck): one accumulator per class,
+``{class_name: {0.3: {...}, 0.5: {...}, 0.7: {...}}}`` (:func:`init_result_stat` with ``classes``); a
+prediction is matched only to GT boxes of its own class (:func:`calculate_tp_fp_classes`), AP is computed per
+class and mAP is the plain mean of the class APs (a class without GT counts with AP 0).
 """
 import os
 import time
@@ -33,13 +38,27 @@ from opencood.hypes_yaml.yaml_utils import save_yaml
 from opencood.ops.iou import corners_iou_bev_pairs_np
 
 IOU_THRESHOLDS = (0.3, 0.5, 0.7)
+AP_KEYS = ("ap30", "ap_50", "ap_70")  # summary keys of the three thresholds
 # Extra slack (metres) on the bounding-circle test so that touching boxes are still IoU candidates.
 _CIRCLE_EPS = 1e-6
 
 
-def init_result_stat(iou_thresholds=IOU_THRESHOLDS):
-    """Empty accumulator ``{thr: {'tp': [], 'fp': [], 'gt': 0, 'score': []}}`` for the given thresholds."""
+def init_result_stat(iou_thresholds=IOU_THRESHOLDS, classes=None):
+    """Empty accumulator ``{thr: {'tp': [], 'fp': [], 'gt': 0, 'score': []}}`` for the given thresholds.
+
+    Args:
+        iou_thresholds: IoU thresholds (keys).
+        classes: class names of a multi-class evaluation: one accumulator per class,
+            ``{name: {thr: {...}}}``; None (or a single class) gives the plain layout.
+    """
+    if classes is not None and len(classes) > 1:
+        return {str(name): init_result_stat(iou_thresholds) for name in classes}
     return {thr: {"tp": [], "fp": [], "gt": 0, "score": []} for thr in iou_thresholds}
+
+
+def is_per_class(result_stat):
+    """True for a per-class accumulator ``{class_name: {thr: ...}}`` (keys are strings, not thresholds)."""
+    return bool(result_stat) and all(isinstance(k, str) for k in result_stat)
 
 
 def _to_numpy(x):
@@ -249,6 +268,43 @@ def calculate_tp_fp(det_boxes, det_score, gt_boxes, result_stat, iou_thresh):
 caluclate_tp_fp = calculate_tp_fp  # the reference's spelling, kept for users' scripts
 
 
+def _class_rows(labels, n_rows, k, name):
+    """Bool mask (n_rows,) of the rows whose class index is ``k`` (``labels`` (n_rows,) or None)."""
+    if n_rows == 0:
+        return np.zeros(0, dtype=bool)
+    if labels is None:
+        raise ValueError(f"eval_utils: {name} is None for {n_rows} boxes of a multi-class evaluation")
+    labels = _to_numpy(labels).reshape(-1)
+    if labels.shape[0] != n_rows:
+        raise ValueError(f"eval_utils: {name} has {labels.shape[0]} entries for {n_rows} boxes")
+    return labels == k
+
+
+def calculate_tp_fp_classes(det_boxes, det_score, det_labels, gt_boxes, gt_labels, result_stat,
+                            iou_thresholds=IOU_THRESHOLDS):
+    """Match one frame class by class (a prediction only matches GT of its class) and append the results.
+
+    Args:
+        det_boxes: (K, 8, 3) predicted corners or None.
+        det_score: (K,) scores or None.
+        det_labels: (K,) class index of each prediction (position in ``result_stat``'s class order) or None.
+        gt_boxes: (G, 8, 3) GT corners or None.
+        gt_labels: (G,) class index of each GT box or None.
+        result_stat: per-class accumulator from ``init_result_stat(..., classes=names)``, updated in place.
+        iou_thresholds: IoU thresholds to match at (keys of every class's accumulator).
+    """
+    if not is_per_class(result_stat):
+        raise ValueError("eval_utils: calculate_tp_fp_classes needs a per-class result_stat "
+                         "(init_result_stat(classes=[...]))")
+    det, score, gt = _frame_arrays(det_boxes, det_score, gt_boxes)
+    thresholds = tuple(iou_thresholds)
+    for k, name in enumerate(result_stat):
+        det_rows = _class_rows(det_labels, det.shape[0], k, "det_labels")
+        gt_rows = _class_rows(gt_labels, gt.shape[0], k, "gt_labels")
+        tp, scores, n_gt = _match_frames([(det[det_rows], score[det_rows], gt[gt_rows])], thresholds)
+        _accumulate(result_stat[name], thresholds, tp, scores, n_gt)
+
+
 def voc_ap(rec, prec):
     """VOC2010 all-point average precision.
 
@@ -300,7 +356,16 @@ def calculate_ap(result_stat, iou, global_sort_detections):
 
 
 def _variant(result_stat, global_sort_detections):
-    """AP summary dict (ap30, ap_50, ap_70, mpre/mrec at 0.5 and 0.7) of one variant."""
+    """AP summary dict (ap30, ap_50, ap_70, mpre/mrec at 0.5 and 0.7) of one variant.
+
+    A per-class accumulator gives ``ap30``, ``ap_50``, ``ap_70`` = mAP (mean of the class APs) and
+    ``classes`` = ``{name: summary of that class}``.
+    """
+    if is_per_class(result_stat):
+        classes = {name: _variant(stat, global_sort_detections) for name, stat in result_stat.items()}
+        summary = {key: float(np.mean([c[key] for c in classes.values()])) for key in AP_KEYS}
+        summary["classes"] = classes
+        return summary
     ap30, _, _ = calculate_ap(result_stat, 0.3, global_sort_detections)
     ap50, mrec50, mpre50 = calculate_ap(result_stat, 0.5, global_sort_detections)
     ap70, mrec70, mpre70 = calculate_ap(result_stat, 0.7, global_sort_detections)
@@ -308,37 +373,54 @@ def _variant(result_stat, global_sort_detections):
             "mpre_50": mpre50, "mrec_50": mrec50, "mpre_70": mpre70, "mrec_70": mrec70}
 
 
+def _aps_only(summary):
+    """``{ap30, ap_50, ap_70}`` of a :func:`_variant` summary (+ ``classes`` with the same keys)."""
+    out = {key: summary[key] for key in AP_KEYS}
+    if "classes" in summary:
+        out["classes"] = {name: _aps_only(c) for name, c in summary["classes"].items()}
+    return out
+
+
 def eval_final_results_dict(result_stat):
     """APs of both variants, for tables.
 
     Args:
-        result_stat: accumulator with entries for IoU 0.3, 0.5 and 0.7.
+        result_stat: accumulator with entries for IoU 0.3, 0.5 and 0.7 (plain or per class).
 
     Returns:
-        ``{'global_sort': {'ap30', 'ap_50', 'ap_70'}, 'no_global_sort': {...}}`` (floats).
+        ``{'global_sort': {'ap30', 'ap_50', 'ap_70'}, 'no_global_sort': {...}}`` (floats); per class, the
+        values are mAPs and each variant also has ``classes`` = ``{name: {'ap30', 'ap_50', 'ap_70'}}``.
     """
-    out = {}
-    for name, flag in (("global_sort", True), ("no_global_sort", False)):
-        out[name] = {key: calculate_ap(result_stat, thr, flag)[0]
-                     for key, thr in (("ap30", 0.3), ("ap_50", 0.5), ("ap_70", 0.7))}
-    return out
+    return {name: _aps_only(_variant(result_stat, flag))
+            for name, flag in (("global_sort", True), ("no_global_sort", False))}
 
 
-def eval_final_results(result_stat, save_path, infer_info=None):
+def eval_final_results(result_stat, save_path, infer_info=None, global_sort_detections=None):
     """Compute both AP variants, write them as YAML and print them.
 
     Writes (atomically) ``save_path/eval_global_sort_<info>.yaml`` and ``save_path/eval_<info>.yaml``
     (``eval_global_sort.yaml`` / ``eval.yaml`` when ``infer_info`` is None) with keys ap30, ap_50, ap_70,
-    mpre_50, mrec_50, mpre_70, mrec_70.
+    mpre_50, mrec_50, mpre_70, mrec_70. A per-class accumulator writes the mAPs as ap30, ap_50, ap_70 and the
+    per-class summaries (same keys) under ``classes``, and prints each class and the mAP.
+
+    Both call forms of the lineage work: HEAL's ``eval_final_results(stat, path, infer_info)`` (a string or
+    None; returns the global-sort APs) and OpenCOOD's ``eval_final_results(stat, path, global_sort_detections)``
+    (a bool in third place; returns that variant).
 
     Args:
-        result_stat: accumulator with entries for IoU 0.3, 0.5 and 0.7.
+        result_stat: accumulator with entries for IoU 0.3, 0.5 and 0.7 (plain or per class).
         save_path: output folder (created if missing).
-        infer_info: suffix naming the run, e.g. ``intermediate_102.4_51.2_epoch17``.
+        infer_info: suffix naming the run, e.g. ``intermediate_102.4_51.2_epoch17``, or a bool (OpenCOOD's
+            positional ``global_sort_detections``).
+        global_sort_detections: which variant to return (default: global sort).
 
     Returns:
-        (ap30, ap50, ap70) of the global-sort variant.
+        (ap30, ap50, ap70) of the requested variant (mAPs for a per-class accumulator).
     """
+    if isinstance(infer_info, (bool, np.bool_)):
+        global_sort_detections, infer_info = bool(infer_info), None
+    if global_sort_detections is None:
+        global_sort_detections = True
     os.makedirs(save_path, exist_ok=True)
     suffix = "" if infer_info is None else f"_{infer_info}"
     results = {}
@@ -346,11 +428,20 @@ def eval_final_results(result_stat, save_path, infer_info=None):
                               ("eval", False, "no global sort")):
         summary = _variant(result_stat, flag)
         save_yaml(summary, os.path.join(save_path, f"{name}{suffix}.yaml"))
-        for thr, key in ((0.3, "ap30"), (0.5, "ap_50"), (0.7, "ap_70")):
-            print(f"The Average Precision at IOU {thr} is {summary[key]:.4f} ({label})")
-        results[name] = summary
-    best = results["eval_global_sort"]
-    return best["ap30"], best["ap_50"], best["ap_70"]
+        _print_summary(summary, label)
+        results[flag] = summary
+    chosen = results[bool(global_sort_detections)]
+    return chosen["ap30"], chosen["ap_50"], chosen["ap_70"]
+
+
+def _print_summary(summary, label):
+    """Print the APs of one variant (per class first, then the mAP, for a per-class summary)."""
+    for name, c in summary.get("classes", {}).items():
+        print(f"{name}: " + ", ".join(f"AP@{thr} {c[key]:.4f}" for thr, key in zip(IOU_THRESHOLDS, AP_KEYS))
+              + f" ({label})")
+    what = "mean Average Precision (mAP)" if "classes" in summary else "Average Precision"
+    for thr, key in zip(IOU_THRESHOLDS, AP_KEYS):
+        print(f"The {what} at IOU {thr} is {summary[key]:.4f} ({label})")
 
 
 def _random_corners(centres, lengths, widths, yaws):

@@ -186,3 +186,71 @@ def test_benchmark_eval_small():
     out = E.benchmark_eval(n_frames=20, seed=1)
     assert out["n_frames"] == 20 and out["seconds"] > 0 and out["n_predictions"] > 0
     assert 0.0 < out["ap"]["global_sort"]["ap_50"] <= 1.0
+
+
+def three_class_stat():
+    """vehicle (0): GT A (0, 0) found exactly (0.9) -> AP 1.
+    pedestrian (1): GT P 0.8 x 0.6 at (10, 0); a pedestrian-labelled box on A (0.8, FP: it may not take the
+    vehicle GT) and one exactly on P (0.7, TP) -> rec (0, 1), prec (0, 1/2) -> AP 1/2.
+    truck (2): GT T 8 x 3 at (30, 0), no prediction -> AP 0. mAP = (1 + 1/2 + 0) / 3 = 1/2 at every IoU."""
+    stat = E.init_result_stat(classes=["vehicle", "pedestrian", "truck"])
+    det = np.concatenate([corners((0, 0)), corners((0, 0)), corners((10, 0), l=0.8, w=0.6)])
+    gt = np.concatenate([corners((0, 0)), corners((10, 0), l=0.8, w=0.6), corners((30, 0), l=8.0, w=3.0)])
+    E.calculate_tp_fp_classes(det, np.array([0.9, 0.8, 0.7]), np.array([0, 1, 1]), gt, np.array([0, 1, 2]), stat)
+    return stat
+
+
+def test_per_class_ap_hand_computed_and_map(tmp_path, capsys):
+    stat = three_class_stat()
+    assert list(stat) == ["vehicle", "pedestrian", "truck"] and E.is_per_class(stat)
+    assert stat["vehicle"][0.5]["tp"] == [1] and stat["pedestrian"][0.5]["tp"] == [0, 1]
+    assert stat["truck"][0.5] == {"tp": [], "fp": [], "gt": 1, "score": []}
+    table = E.eval_final_results_dict(stat)
+    for variant in ("global_sort", "no_global_sort"):
+        classes = table[variant]["classes"]
+        for key in E.AP_KEYS:
+            assert classes["vehicle"][key] == pytest.approx(1.0)
+            assert classes["pedestrian"][key] == pytest.approx(0.5)
+            assert classes["truck"][key] == pytest.approx(0.0)
+            assert table[variant][key] == pytest.approx(np.mean([classes[c][key] for c in classes]))
+            assert table[variant][key] == pytest.approx(0.5)
+    aps = E.eval_final_results(stat, str(tmp_path), "x")
+    assert aps == pytest.approx((0.5, 0.5, 0.5))
+    with open(tmp_path / "eval_global_sort_x.yaml") as f:
+        saved = yaml.safe_load(f)
+    assert saved["ap_50"] == pytest.approx(0.5) and saved["classes"]["pedestrian"]["ap_70"] == pytest.approx(0.5)
+    assert set(saved["classes"]["truck"]) == {"ap30", "ap_50", "ap_70", "mpre_50", "mrec_50", "mpre_70", "mrec_70"}
+    out = capsys.readouterr().out
+    assert "pedestrian: AP@0.3 0.5000, AP@0.5 0.5000, AP@0.7 0.5000 (global sort)" in out
+    assert "The mean Average Precision (mAP) at IOU 0.5 is 0.5000" in out
+
+
+def test_per_class_variants_and_class_agnostic_difference():
+    """Every box of two_frame_stat as a vehicle: the vehicle class reproduces the single-class APs; a
+    class-agnostic match of three_class_stat's frame would have let the pedestrian box match nothing else."""
+    stat = E.init_result_stat(classes=["vehicle", "pedestrian"])
+    f1 = (corners((0, 0), (50, 50)), np.array([0.3, 0.9]), corners((50, 50), (10, 0)))
+    f2 = (corners((21, 0), (-40, 30)), np.array([0.8, 0.6]), corners((20, 0)))
+    for det, score, gt in (f1, f2):
+        E.calculate_tp_fp_classes(det, score, np.zeros(2), gt, np.zeros(len(gt)), stat)
+    single = E.eval_final_results_dict(two_frame_stat())
+    table = E.eval_final_results_dict(stat)
+    for variant in ("global_sort", "no_global_sort"):
+        assert table[variant]["classes"]["vehicle"] == pytest.approx(single[variant])
+        assert table[variant]["ap_50"] == pytest.approx(single[variant]["ap_50"] / 2)  # pedestrian: no GT, AP 0
+    with pytest.raises(ValueError, match="det_labels has 1 entries for 2 boxes"):
+        E.calculate_tp_fp_classes(*f1[:2], np.zeros(1), f1[2], np.zeros(2), stat)
+    with pytest.raises(ValueError, match="per-class result_stat"):
+        E.calculate_tp_fp_classes(*f1[:2], np.zeros(2), f1[2], np.zeros(2), E.init_result_stat())
+
+
+def test_eval_final_results_reference_signature(tmp_path):
+    """OpenCOOD's positional bool picks the returned variant; HEAL's string names the files."""
+    stat = two_frame_stat()
+    assert E.eval_final_results(stat, str(tmp_path / "a"), True) == pytest.approx((2 / 3, 2 / 3, 1 / 3))
+    local = E.eval_final_results(stat, str(tmp_path / "b"), False)
+    assert local[1] == pytest.approx(5 / 9)
+    assert sorted(os.listdir(tmp_path / "b")) == ["eval.yaml", "eval_global_sort.yaml"]
+    assert E.eval_final_results(stat, str(tmp_path / "c"), "run", global_sort_detections=False)[1] \
+        == pytest.approx(5 / 9)
+    assert sorted(os.listdir(tmp_path / "c")) == ["eval_global_sort_run.yaml", "eval_run.yaml"]

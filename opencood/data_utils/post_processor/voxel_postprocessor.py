@@ -54,6 +54,8 @@ class VoxelPostprocessor:
                                     "(default: anchor_args.cav_lidar_range)", length=6),
         "max_num": Key(int, 150, "GT rows per sample (padded)"),
         "nms_thresh": Key(float, REQUIRED, "rotated BEV NMS IoU"),
+        "nms_per_class": Key(bool, False, "multi-class heads: NMS within each class only (a pedestrian beside a "
+                                          "truck survives); false: one NMS over all classes, as the reference"),
         "max_box_extent": Key(float, 6.0, "metres; predictions with a larger axis-aligned BEV x or y extent "
                                           "are dropped (V2X-Real: 100)"),
         "pred_z_range": Key(list, [-3.0, 1.0], "metres; predictions with a corner below/above this z band are "
@@ -72,6 +74,7 @@ class VoxelPostprocessor:
         self.order = cfg.order
         self.max_num = int(cfg.max_num)
         self.nms_thresh = float(cfg.nms_thresh)
+        self.nms_per_class = bool(cfg.nms_per_class) and self.head.num_classes > 1
         self.max_box_extent = float(cfg.max_box_extent)
         self.pred_z_range = [float(v) for v in cfg.pred_z_range]
         self.gt_range = list(self.head.grid.gt_range)
@@ -167,8 +170,8 @@ class VoxelPostprocessor:
         For every agent: :meth:`AnchorHead.decode` (score threshold, decode, direction fix, optional IoU
         rescoring, corners), projection by its ``transformation_matrix``. Then over all agents: drop boxes
         with BEV extent > ``max_box_extent`` (6 m) or corners outside z in ``pred_z_range`` ([-3, 1] m),
-        rotated NMS over all classes (``nms_thresh``, top 1000) and keep boxes with all 8 corners inside
-        ``gt_range``.
+        rotated NMS (``nms_thresh``, top 1000; per class with ``nms_per_class``) and keep boxes with all 8
+        corners inside ``gt_range``.
 
         Args:
             data_dict: ``{cav_id: {'anchor_box' (H', W', A, 7), 'transformation_matrix' (4, 4)
@@ -206,19 +209,34 @@ class VoxelPostprocessor:
         return torch.cat(corners_list), torch.cat(scores_list), torch.cat(labels_list)
 
     def _filter(self, corners, scores, labels):
-        """Size/height filters, class-agnostic rotated NMS, range filter; None when nothing is left."""
+        """Size/height filters, rotated NMS (see :meth:`_nms`), range filter; None when nothing is left."""
         keep = box_utils.remove_large_pred_bbx(corners, self.max_box_extent) \
             & box_utils.remove_bbx_abnormal_z(corners, *self.pred_z_range)
         corners, scores, labels = corners[keep], scores[keep], labels[keep]
         if corners.shape[0] == 0:
             return None
-        keep = nms_rotated(corners, scores, self.nms_thresh, top_k=NMS_TOP_K)
+        keep = self._nms(corners, scores, labels)
         corners, scores, labels = corners[keep], scores[keep], labels[keep]
         keep = box_utils.get_mask_for_boxes_within_range_torch(corners, self.gt_range)
         corners, scores, labels = corners[keep], scores[keep], labels[keep]
         if corners.shape[0] == 0:
             return None
         return corners, scores, labels
+
+    def _nms(self, corners, scores, labels):
+        """Kept indices (K,) of rotated NMS (top 1000 per NMS call), by descending score.
+
+        ``nms_per_class``: one NMS per class (boxes of different classes never suppress each other), the
+        kept boxes of all classes then merged by score; else one class-agnostic NMS.
+        """
+        if not self.nms_per_class:
+            return nms_rotated(corners, scores, self.nms_thresh, top_k=NMS_TOP_K)
+        kept = []
+        for k in torch.unique(labels):
+            rows = torch.nonzero(labels == k).reshape(-1)  # (N_k,)
+            kept.append(rows[nms_rotated(corners[rows], scores[rows], self.nms_thresh, top_k=NMS_TOP_K)])
+        kept = torch.cat(kept)
+        return kept[torch.sort(scores[kept], descending=True, stable=True).indices]
 
     def generate_gt_bbx(self, data_dict, return_labels=False):
         """Corners of the fused ground truth for evaluation, in the ego frame.

@@ -413,3 +413,24 @@ def test_label_anchor_cache_follows_anchor_values():
     np.testing.assert_array_equal(moved["pos_equal_one"], pos)
     np.testing.assert_array_equal(moved["neg_equal_one"], neg)
     np.testing.assert_allclose(moved["targets"], targets, atol=1e-6)
+
+
+def test_nms_per_class_keeps_overlapping_boxes_of_other_classes():
+    """Three boxes on one spot: vehicle 0.9, vehicle 0.8 (suppressed either way), pedestrian 0.7 (suppressed by
+    the class-agnostic NMS only); the survivors stay sorted by score."""
+    params = make_params()
+    anchor_args = params["anchor_args"]
+    for key in ("l", "w", "h", "r", "num"):
+        anchor_args.pop(key)
+    anchor_args["classes"] = [{"name": "vehicle", "l": 3.9, "w": 1.6, "h": 1.56, "r": [0, 90]},
+                              {"name": "pedestrian", "l": 0.8, "w": 0.6, "h": 1.73, "r": [0, 90]}]
+    params["dir_args"]["anchor_yaw"] = [0, 90, 0, 90]
+    boxes = torch.tensor([[5.0, 0.0, -1.0, 1.5, 2.0, 4.0, 0.0], [5.2, 0.0, -1.0, 1.5, 2.0, 4.0, 0.0],
+                          [5.0, 0.0, -1.0, 1.5, 2.0, 4.0, 0.0]])
+    corners = box_utils.boxes_to_corners_3d(boxes, "hwl")
+    scores, labels = torch.tensor([0.9, 0.8, 0.7]), torch.tensor([0, 0, 1])
+    agnostic = VoxelPostprocessor(params, train=False)
+    assert agnostic._filter(corners, scores, labels)[2].tolist() == [0]
+    per_class = VoxelPostprocessor(dict(params, nms_per_class=True), train=False)
+    _, kept_scores, kept_labels = per_class._filter(corners, scores, labels)
+    assert kept_labels.tolist() == [0, 1] and kept_scores.tolist() == pytest.approx([0.9, 0.7])
