@@ -92,12 +92,18 @@ def scan_split(split_dir, need, skip_scenarios=()):
     if not names:
         problems.append(f"{split_dir}: no scenario folders")
     scenarios = [scen for scen in (_scan_scenario(paths, name, need, problems) for name in names) if scen]
+    raise_problems(split_dir, problems)
+    return scenarios
+
+
+def raise_problems(split_dir, problems):
+    """Raise ``DataError("<split_dir>: N dataset problems: <first few>")`` when ``problems`` (strings) is not
+    empty (every format's up-front tree check reports this way)."""
     if problems:
         shown = "; ".join(problems[:MAX_LISTED_PROBLEMS])
         more = f" (and {len(problems) - MAX_LISTED_PROBLEMS} more)" if len(problems) > MAX_LISTED_PROBLEMS else ""
         raise DataError(f"{split_dir}: {len(problems)} dataset problem{'s' if len(problems) > 1 else ''}: "
                         f"{shown}{more}")
-    return scenarios
 
 
 def _scan_scenario(paths, name, need, problems):
