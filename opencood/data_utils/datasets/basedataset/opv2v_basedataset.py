@@ -192,8 +192,8 @@ class OPV2VBaseDataset(BaseDataset):
         heterogeneous: read ``params['heter']`` and give every agent a ``modality``.
         order: box layout of the records' objects (``postprocess.order``).
 
-    Subclasses of the same layout (V2XSet, V2V4Real) override the hooks ``skip_scenarios`` and
-    ``infrastructure_last``.
+    Subclasses of the same layout (V2XSet, V2V4Real) override the hooks ``skip_scenarios``,
+    ``infrastructure_last`` and ``agent_objects``.
     """
 
     def __init__(self, params, visualize=False, train=True, heterogeneous=False, order="hwl"):
@@ -210,6 +210,16 @@ class OPV2VBaseDataset(BaseDataset):
     def skip_scenarios(self, need):
         """Scenario names to leave out, given the files the run reads (``need``, see ``scan_split``)."""
         return ()
+
+    def agent_objects(self, vehicles, cav, path):
+        """The objects of an agent YAML keyed by their GT id (OPV2V: the ``vehicles`` map as it is).
+
+        Args:
+            vehicles: the YAML's ``vehicles`` map (object id -> entry, world frame).
+            cav: agent id (folder name).
+            path: the YAML's path, for messages.
+        """
+        return vehicles
 
     @staticmethod
     def infrastructure_last(cavs):
@@ -303,7 +313,7 @@ class OPV2VBaseDataset(BaseDataset):
         params_path = os.path.join(cav_dir, f"{ts}.json" if ts in scen["cavs"][cav]["json"] else f"{ts}.yaml")
         params = self._decode(params_path, read_agent_params, "pkl")
         pose = np.asarray(params["lidar_pose"], dtype=np.float64)  # (6,) metres, degrees
-        vehicles = params["vehicles"]
+        vehicles = self.agent_objects(params["vehicles"], cav, params_path)
         ids, boxes = world_objects_to_boxes(vehicles, pose, self.order)  # (M, 7) agent LiDAR frame
         agent = AgentFrame(
             agent_id=cav, is_ego=is_ego, lidar_pose=pose, lidar_pose_clean=pose.copy(), scenario=scen["name"],

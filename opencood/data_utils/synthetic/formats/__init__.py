@@ -7,9 +7,9 @@ A format is a function registered in :data:`SYNTHETIC_FORMATS`::
 
 ``options`` are the ``make_synthetic.py`` overrides (``scenarios``, ``agents``, ``frames``, ``beams``,
 ``h_res``, ``image_size``, ``render_scale``, ``cameras``, ``pcd_encoding``, ``infrastructure``; None = the
-preset's or the format's value); a format ignores the ones it has no use for. The summary has at least ``files``, ``root``, ``seconds``,
-``scenarios`` ({split: [names]}), ``points_per_cloud`` ({mean, min, max}), ``mean_objects_per_agent`` and
-``frac_seen_only_by_others``. Each module of this package registers its format on import.
+preset's or the format's value); a format ignores the ones it has no use for. The summary has at least
+``files``, ``root``, ``seconds``, ``scenarios`` ({split: [names]}), ``points_per_cloud`` ({mean, min, max}),
+``mean_objects_per_agent`` and ``frac_seen_only_by_others``. Each module of this package registers its format on import.
 """
 from opencood.utils.registry import Registry
 
