@@ -242,7 +242,7 @@ def _scenario_job(job):
             "objects_per_agent": [len(s) for s in seen.values()], "union": union, "others_only": others_only}
 
 
-def _prepare_root(root, owned_dirs=_OWNED):
+def prepare_root(root, owned_dirs=_OWNED):
     """Refuse a root holding a non-synthetic dataset; clear a previous synthetic output (``owned_dirs``)."""
     if os.path.exists(root) and not os.path.isdir(root):
         raise DataError(f"{root}: exists and is not a folder")
@@ -323,7 +323,7 @@ def generate(root, preset="tiny", seed=0, workers=1, progress=True, layout=OPV2V
     t0 = time.time()
     opts = resolve_options(preset, **overrides)
     root = os.fspath(root)
-    _prepare_root(root, tuple(d for d in (layout.dataset, layout.hetero, "modality_assign") if d))
+    prepare_root(root, tuple(d for d in (layout.dataset, layout.hetero, "modality_assign") if d))
     marker = {"generator": "opencood.data_utils.synthetic", "seed": seed, "preset": preset,
               "options": _marker_options(opts), "complete": False}
     if layout != OPV2V_LAYOUT:
