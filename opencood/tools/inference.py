@@ -14,13 +14,14 @@ import sys
 import time
 
 import torch
+import yaml
 from tqdm import tqdm
 
 from opencood.data_utils.datasets import build_dataset
-from opencood.hypes_yaml.yaml_utils import add_config_args, load_yaml, require
+from opencood.hypes_yaml.yaml_utils import add_config_args, load_yaml, require, save_yaml
 from opencood.tools import inference_utils, train_utils
 from opencood.tools.loaders import build_loader
-from opencood.utils import eval_utils
+from opencood.utils import comm_volume, eval_utils
 from opencood.utils.errors import ConfigError, exit_on_error
 from opencood.utils.log import setup_logging
 
@@ -83,8 +84,9 @@ def prepare_hypes(opt):
     return hypes
 
 
-def evaluate(model, dataset, opt, saved_path, infer_info, device):
-    """Loop over the test set; returns (result_stat, seconds per frame)."""
+def evaluate(model, dataset, opt, saved_path, infer_info, device, volume=None):
+    """Loop over the test set; returns (result_stat, seconds per frame). With ``volume`` (a
+    ``comm_volume.VolumeMeter``) the bytes every collaborator sends to the ego are added to it per frame."""
     loader = build_loader(dataset, "test", num_workers=opt.num_workers, device=device)
     # the class list of the YAML (postprocess.anchor_args.classes): several classes -> per-class AP and mAP
     result_stat = eval_utils.init_result_stat(classes=dataset.post_processor.head.class_names)
@@ -105,11 +107,16 @@ def evaluate(model, dataset, opt, saved_path, infer_info, device):
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
             batch = dataset.device_preprocess(batch)
-            res = infer_fn(batch, model, dataset)
+            with comm_volume.recording(model) as outputs:
+                res = infer_fn(batch, model, dataset)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             model_time += time.perf_counter() - t0
             frames += 1
+            if volume is not None:
+                outputs = dict(zip(batch, outputs)) if opt.fusion_method == "late" else {"ego": outputs[-1]}
+                volume.add(comm_volume.collaborator_bytes(opt.fusion_method, batch, outputs,
+                                                          dataset.post_processor))
         if eval_utils.is_per_class(result_stat):
             eval_utils.calculate_tp_fp_classes(res["pred_box_tensor"], res["pred_score"], res["pred_label"],
                                                res["gt_box_tensor"], res["gt_label"], result_stat)
@@ -145,10 +152,22 @@ def evaluate_run(opt, hypes, device, suffix=""):
     model.to(device).eval()
     gt_range = hypes["postprocess"]["gt_range"]
     infer_info = f"{opt.fusion_method}{opt.note}_{gt_range[3]:g}_{gt_range[4]:g}_epoch{epoch}{suffix}"
-    result_stat, sec = evaluate(model, dataset, opt, opt.model_dir, infer_info, device)
+    volume = comm_volume.VolumeMeter()
+    result_stat, sec = evaluate(model, dataset, opt, opt.model_dir, infer_info, device, volume)
     aps = eval_utils.eval_final_results(result_stat, opt.model_dir, infer_info)
+    _add_to_eval_files(opt.model_dir, infer_info, {**volume.summary(), "infer_ms_per_frame": sec * 1000})
+    logger.info(f"communication: {volume.summary()['comm_bytes_per_agent']:.0f} bytes per collaborator per frame")
     logger.info(f"inference: {sec * 1000:.1f} ms per frame (model + post-processing) on {device}")
     return aps
+
+
+def _add_to_eval_files(model_dir, infer_info, entries):
+    """Write ``entries`` (communication volume, latency) beside the APs of both eval YAMLs of a run."""
+    for prefix in ("eval_global_sort_", "eval_"):
+        path = os.path.join(model_dir, f"{prefix}{infer_info}.yaml")
+        with open(path) as f:
+            data = yaml.safe_load(f)
+        save_yaml({**data, **entries}, path)
 
 
 def run(opt):

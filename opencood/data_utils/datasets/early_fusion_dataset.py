@@ -8,7 +8,7 @@ agents w.r.t. the clean ego pose (de-dup by id); training augmentation (``data_a
 
 ``ds[idx]['ego']``: object_bbx_center (150, 7), object_bbx_mask, object_bbx_class, object_ids, anchor_box,
 processed_lidar (voxel dict), label_dict, cav_num, lidar_poses / lidar_poses_clean (n, 6), sample_idx,
-cav_id_list, origin_lidar (P, 4) when visualize.
+cav_id_list, points_per_agent (n,), origin_lidar (P, 4) when visualize.
 """
 import numpy as np
 
@@ -27,9 +27,9 @@ class EarlyFusionDataset(BaseFusionDataset):
         agents = self.base.retrieve_base_data(idx, rng)  # early fusion is noise-free: lidar_pose is clean
         ego_pose = agents[0].lidar_pose
         agents = [a for a in agents if bev_distance(a.lidar_pose, ego_pose) <= self.comm_range]
-        points = np.concatenate(
-            [project_points(mask_ego_points(shuffle_points(a.points, rng)), x1_to_x2(a.lidar_pose, ego_pose))
-             for a in agents], axis=0)
+        clouds = [project_points(mask_ego_points(shuffle_points(a.points, rng)), x1_to_x2(a.lidar_pose, ego_pose))
+                  for a in agents]
+        points = np.concatenate(clouds, axis=0)
         gt = self.filter_and_pad(self.base.objects_in_frame(agents, ego_pose))
         aug = self.data_augmentor({"lidar_np": points, "object_bbx_center": gt.center,
                                    "object_bbx_mask": gt.mask}, rng)
@@ -41,7 +41,9 @@ class EarlyFusionDataset(BaseFusionDataset):
             "cav_num": len(agents),
             "lidar_poses": np.asarray([a.lidar_pose for a in agents], dtype=np.float32),
             "lidar_poses_clean": np.asarray([a.lidar_pose_clean for a in agents], dtype=np.float32),
-            "sample_idx": idx, "cav_id_list": [a.agent_id for a in agents]}
+            "sample_idx": idx, "cav_id_list": [a.agent_id for a in agents],
+            # what each agent contributes inside the ego's range (communication volume, utils/comm_volume.py)
+            "points_per_agent": [len(mask_points_by_range(c, self.cav_lidar_range)) for c in clouds]}
         if self.visualize:
             sample["origin_lidar"] = points.astype(np.float32)
         return {"ego": sample}
@@ -51,3 +53,10 @@ class EarlyFusionDataset(BaseFusionDataset):
         object_bbx_mask (B, 150), object_bbx_class (B, 150), object_ids (first sample), anchor_box, label_dict
         (B, ...), record_len (B,) ones}; None samples skipped, None if nothing is left."""
         return self.collate_single_cloud_train(batch)
+
+    def collate_batch_test(self, batch):
+        """The shared test collate + ``points_per_agent`` (ego first) of the one sample."""
+        out = super().collate_batch_test(batch)
+        if out is not None:
+            out["ego"]["points_per_agent"] = self.drop_none(batch)[0]["ego"]["points_per_agent"]
+        return out

@@ -1,0 +1,184 @@
+"""Communication volume: the bytes each collaborator sends to the ego, counted the same way for every method.
+
+Units: **bytes** (1 B = 8 bit; 1 MB = 10^6 B; papers that plot "log2 of the volume" usually mean log2 of bytes,
+some of bits: log2(bits) = log2(bytes) + 3). Who counts: every agent of the sample except the ego (the ego
+sends nothing to itself); a frame with k collaborators contributes k values. The reported figure is the mean
+over all (frame, collaborator) pairs of the test set, and its log2. See ``docs/communication.md``.
+
+Message kinds (one function each, all return bytes as an int):
+
+* dense feature map (intermediate fusion): C x H x W values at the map's dtype (:func:`dense_bytes`);
+* masked / sparse map (Where2comm-style): kept cells x C values at the dtype + the cheaper of a 1-bit-per-cell
+  mask or one cell index per kept cell (:func:`sparse_bytes`);
+* codebook indices: cells x codes per cell x ceil(log2(codebook size)) bits, rounded up to bytes
+  (:func:`codebook_bytes`);
+* late fusion: 7 box floats + 1 score = 8 float32 per box (:func:`boxes_bytes`);
+* early fusion: 4 float32 (x, y, z, intensity) per point (:func:`points_bytes`).
+
+What a method sends is read from its output dict (:func:`collaborator_bytes`), in this order:
+``codebook_indices`` (N, K, H, W) integer codes with ``codebook_size`` (int); ``comm_mask`` (N, 1, H, W)
+(fusion ``aux`` of masked methods: 1 = cell sent) over the ``message`` or the fused feature's channels;
+``message`` (N, C', H, W) (GenComm's message); else the fused feature map (B, C, H, W) = one map per agent.
+"""
+import math
+from contextlib import contextmanager
+
+import torch
+
+POINT_FLOATS = 4  # x, y, z, intensity
+BOX_FLOATS = 8  # x, y, z, h, w, l, yaw + score
+FLOAT32_BYTES = 4
+
+
+def dtype_bytes(dtype):
+    """Bytes of one element of a torch dtype (float32 -> 4, float16/bfloat16 -> 2, bool/uint8 -> 1)."""
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def dense_bytes(channels, height, width, dtype=torch.float32):
+    """A dense (C, H, W) map: C * H * W * element size."""
+    return int(channels) * int(height) * int(width) * dtype_bytes(dtype)
+
+
+def index_bytes(cells):
+    """Bytes of one cell index on a grid of ``cells`` cells: ceil(ceil(log2(cells)) / 8) (at least 1)."""
+    return max(1, math.ceil(math.ceil(math.log2(max(int(cells), 2))) / 8))
+
+
+def sparse_bytes(kept, channels, height, width, dtype=torch.float32):
+    """A masked map: ``kept`` cells of C values + where they are.
+
+    The position overhead is the cheaper of a bitmask (ceil(H * W / 8) bytes) and one index per kept cell
+    (``kept * index_bytes(H * W)``); nothing is sent (0 bytes) when no cell is kept.
+    """
+    kept = int(kept)
+    if kept == 0:
+        return 0
+    overhead = min(math.ceil(int(height) * int(width) / 8), kept * index_bytes(int(height) * int(width)))
+    return kept * int(channels) * dtype_bytes(dtype) + overhead
+
+
+def codebook_bytes(cells, codes_per_cell, codebook_size):
+    """Codebook indices: cells * codes per cell * ceil(log2(codebook size)) bits, rounded up to whole bytes."""
+    bits = max(1, math.ceil(math.log2(max(int(codebook_size), 2))))
+    return math.ceil(int(cells) * int(codes_per_cell) * bits / 8)
+
+
+def boxes_bytes(n_boxes):
+    """Late fusion: 8 float32 (7 box parameters + score) per box."""
+    return int(n_boxes) * BOX_FLOATS * FLOAT32_BYTES
+
+
+def points_bytes(n_points):
+    """Early fusion: 4 float32 (x, y, z, intensity) per point."""
+    return int(n_points) * POINT_FLOATS * FLOAT32_BYTES
+
+
+def _collaborator_rows(record_len):
+    """Indices (into the N agents of a batch) of every non-ego agent: all but the first of each sample."""
+    rows, start = [], 0
+    for n in [int(v) for v in record_len]:
+        rows.extend(range(start + 1, start + n))
+        start += n
+    return rows
+
+
+def intermediate_bytes(output, record_len):
+    """Per-collaborator bytes of an intermediate-fusion forward (see the module docstring for the keys).
+
+    Args:
+        output: the model's output dict for a batch (``fused_feature`` (B, C, H, W) and optional
+            ``codebook_indices`` + ``codebook_size``, ``comm_mask`` (N, 1, H, W), ``message`` (N, C', H, W)).
+        record_len: (B,) agents per sample, ego first.
+
+    Returns:
+        list of ints, one per non-ego agent in batch order.
+    """
+    rows = _collaborator_rows(record_len)
+    if "codebook_indices" in output:
+        codes = output["codebook_indices"]  # (N, K, H, W)
+        k, h, w = codes.shape[1:]
+        return [codebook_bytes(h * w, k, output["codebook_size"]) for _ in rows]
+    payload = output["message"] if "message" in output else output["fused_feature"]  # (N|B, C, H, W)
+    c, h, w = payload.shape[1:]
+    if "comm_mask" in output:
+        mask = output["comm_mask"]  # (N, 1, H, W)
+        return [sparse_bytes((mask[i] > 0).sum().item(), c, h, w, payload.dtype) for i in rows]
+    return [dense_bytes(c, h, w, payload.dtype) for _ in rows]
+
+
+def late_bytes(batch, outputs, post_processor):
+    """Per-collaborator bytes of late fusion: each non-ego agent's own detections (after its score threshold
+    and NMS, inside the ego's GT range), 8 float32 each.
+
+    Args:
+        batch: the late-fusion test batch ``{'ego': ..., cav_id: ...}``.
+        outputs: ``{cav_id: model output}`` of the same keys.
+        post_processor: the dataset's post-processor (``post_process(batch, outputs)``).
+    """
+    sizes = []
+    for cav_id in batch:
+        if cav_id == "ego":
+            continue
+        boxes, _ = post_processor.post_process({cav_id: batch[cav_id]}, {cav_id: outputs[cav_id]})
+        sizes.append(boxes_bytes(0 if boxes is None else boxes.shape[0]))
+    return sizes
+
+
+def early_bytes(batch):
+    """Per-collaborator bytes of early fusion from ``batch['ego']['points_per_agent']`` (ego first): the
+    points each collaborator contributes to the ego's cloud (inside the ego's range), 4 float32 each."""
+    counts = [int(n) for n in batch["ego"]["points_per_agent"]]
+    return [points_bytes(n) for n in counts[1:]]
+
+
+def collaborator_bytes(fusion_method, batch, outputs, post_processor=None):
+    """Bytes each collaborator sends to the ego for one test batch.
+
+    Args:
+        fusion_method: ``intermediate`` | ``early`` | ``late`` | ``single`` | ``no`` (inference's ``-f``).
+        batch: the collated test batch.
+        outputs: ``{key: model output}`` of every forward of the batch (``'ego'`` for intermediate/early).
+        post_processor: needed for ``late``.
+
+    Returns:
+        list of ints, one per collaborator (empty for ego-only evaluation).
+    """
+    if fusion_method in ("single", "no"):
+        return []
+    if fusion_method == "late":
+        return late_bytes(batch, outputs, post_processor)
+    if fusion_method == "early":
+        return early_bytes(batch)
+    return intermediate_bytes(outputs["ego"], batch["ego"]["record_len"])
+
+
+class VolumeMeter:
+    """Accumulates per-collaborator bytes over a test run; ``summary()`` gives the numbers the eval YAML gets."""
+
+    def __init__(self):
+        self.total, self.count, self.frames = 0, 0, 0
+
+    def add(self, sizes):
+        self.total += sum(sizes)
+        self.count += len(sizes)
+        self.frames += 1
+
+    def summary(self):
+        """``{comm_bytes_per_agent: mean bytes per collaborator per frame (0 without collaborators),
+        comm_log2_bytes: its log2 (None when 0), comm_collaborators_per_frame: mean count}``."""
+        mean = self.total / self.count if self.count else 0.0
+        return {"comm_bytes_per_agent": float(mean),
+                "comm_log2_bytes": float(math.log2(mean)) if mean > 0 else None,
+                "comm_collaborators_per_frame": self.count / self.frames if self.frames else 0.0}
+
+
+@contextmanager
+def recording(model):
+    """Collect the output dict of every forward of ``model`` in call order: ``with recording(m) as outs:``."""
+    outs = []
+    handle = model.register_forward_hook(lambda module, args, out: outs.append(out))
+    try:
+        yield outs
+    finally:
+        handle.remove()
