@@ -13,7 +13,10 @@ LEGACY_KEYS = {
     "kd_flag": "knowledge distillation is not built yet",
     "box_align": "CoAlign's box alignment is not built yet",
     "only_vis_ego": "visualisation flag of OpenCOOD's inference script",
-    "model.args.supervise_single": "HEAL's single-agent supervision; no model here has single-agent heads",
+    "model.args.supervise_single": "HEAL's single-agent supervision; only heter_pyramid_collab declares it "
+                                   "(its occupancy loss), other models have no single-agent heads",
+    "model.args.fusion_backbone.anchor_number": "HEAL's copy in the pyramid section; the heads read "
+                                                "model.args.anchor_number",
     "train_params.single_weight": "weight of HEAL's single-agent supervision; no model here has single heads",
 
     # --- datasets / pre-processing ---------------------------------------------------------------------
@@ -35,6 +38,14 @@ LEGACY_KEYS = {
     "model.args.*.camera_mask_args.grid_conf.zbound": "only the x/y bounds of a camera grid set the crop",
     "model.args.*.camera_mask_args.grid_conf.ddiscr": "only the x/y bounds of a camera grid set the crop",
     "model.args.*.camera_mask_args.grid_conf.mode": "only the x/y bounds of a camera grid set the crop",
+    "model.args.v2xvit.transformer.encoder.sttf.*": "V2X-ViT's STTF warps with the metric pairwise transforms; "
+                                                    "its voxel_size / downsample_rate are not needed",
+    "model.args.v2xvit.transformer.encoder.use_RTE": "the reference reads cav_att_config.use_RTE (this copy "
+                                                     "is unused there too)",
+    "model.args.v2xvit.transformer.encoder.RTE_ratio": "the reference reads cav_att_config.RTE_ratio (this "
+                                                       "copy is unused there too)",
+    "model.args.v2vnet.conv_gru.H": "the ConvGRU runs on the input map's size",
+    "model.args.v2vnet.conv_gru.W": "the ConvGRU runs on the input map's size",
     "model.args.gencomm.model.embed_dim": "never read by the reference's UNet either (it takes in_channels + "
                                           "the message channels)",
     "model.args.diffcomm.model.embed_dim": "never read by the reference's UNet either (it takes in_channels + "
