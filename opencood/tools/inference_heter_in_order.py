@@ -6,7 +6,8 @@ Agents of each test scene get types in sorted-id order m1, m2, m3, m4 (the ``*_i
 assignment, identity mapping, ego m1, communication range 180 m). For each N in ``--use_cav`` only
 the first N agents are encoded and fused, while the ground truth always holds the objects of every
 agent in range, so AP(N) shows what each newly joined agent type adds. Results:
-``eval_<info>_use_cavN.yaml`` and ``eval_global_sort_<info>_use_cavN.yaml``.
+``eval_<info>_use_cavN.yaml`` and ``eval_global_sort_<info>_use_cavN.yaml`` (per class and mAP when the YAML's
+``postprocess.anchor_args.classes`` lists several classes, e.g. V2X-Real; see ``inference.py``).
 """
 import argparse
 import ast
