@@ -39,6 +39,8 @@ class IntermediateFusionDataset(BaseFusionDataset):
         super().__init__(params, visualize, train)
         use_cav = self.top_cfg.use_cav if self.top_cfg.use_cav is not None else self.fusion_cfg.args.use_cav
         self.use_cav = int(use_cav) if use_cav is not None else None
+        model_args = (params.get("model") or {}).get("args") or {}
+        self.supervise_single = bool(model_args.get("supervise_single", False))  # label_dict_single
 
     # ------------------------------------------------------------------ sample
     def __getitem__(self, idx):
@@ -95,11 +97,17 @@ class IntermediateFusionDataset(BaseFusionDataset):
             "sample_idx": idx, "cav_id_list": [a.agent_id for a in feat_agents],
         }
         sample.update(self.agent_inputs(feat_agents, ego.lidar_pose, rng))
+        if self.supervise_single:
+            sample["label_dict_single"] = [self.single_labels(a) for a in feat_agents]
         if self.visualize:
             sample["origin_lidar"] = np.concatenate(
                 [project_points(a.points, x1_to_x2(a.lidar_pose, ego.lidar_pose))
                  for a in gt_agents if a.points is not None], axis=0).astype(np.float32)
         return sample
+
+    def single_labels(self, agent):
+        """Anchor targets of one agent's own GT in its clean frame (``model.args.supervise_single``)."""
+        return self.generate_label(self.filter_and_pad(agent.own_objects, self.object_range))
 
     def prepare_points(self, agent, ego_pose, rng):
         """Shuffle, drop self-hits, optionally project to the ego (proj_first). Returns (P, 4)."""
@@ -144,6 +152,9 @@ class IntermediateFusionDataset(BaseFusionDataset):
                "lidar_pose": to_tensor(np.concatenate([s["lidar_poses"] for s in samples])),
                "lidar_pose_clean": to_tensor(np.concatenate([s["lidar_poses_clean"] for s in samples]))}
         out.update(self.collate_inputs(samples))
+        if self.supervise_single:  # (N, H', W', A) / (N, H', W', 7A), agents in batch order
+            out["label_dict_single"] = self.collate_labels([d for s in samples for d in s["label_dict_single"]])
+            out["label_dict_single"]["anchor_box"] = anchor
         if self.visualize:
             out["origin_lidar"] = [to_tensor(s["origin_lidar"]) for s in samples]
         return {"ego": out}
