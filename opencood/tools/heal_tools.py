@@ -7,7 +7,8 @@ merge_and_save: for each folder in order, take its unique ``net_epoch_bestval_at
 ``net_epoch{N}.pth``; fold the state_dicts so that **later folders override earlier ones** (the
 second-to-last argument, the collaboration base / ego, wins for shared modules such as the generator,
 enhancer, fusion and heads), and write ``OUT_DIR/net_epoch1.pth``. OUT_DIR must already hold the
-``config.yaml`` of the next stage. Keys of earlier folders containing ``layers_m``, ``head_m`` or
+``config.yaml`` of the next stage and no checkpoint (any ``net_epoch*.pth``, bestval or training-state file
+there would be preferred by resume and inference; ``--overwrite`` removes them). Keys of earlier folders containing ``layers_m``, ``head_m`` or
 ``shrink_conv_m`` are dropped (HEAL's rule for per-agent pyramid pieces).
 
 rename_keys: rewrite a checkpoint in place (atomically) with its keys renamed, e.g. to reuse a stage-1 run
@@ -40,6 +41,14 @@ def pick_checkpoint(model_dir):
     return path
 
 
+def existing_checkpoints(model_dir):
+    """Names of the checkpoint files in ``model_dir`` (epoch, bestval and training-state files), sorted."""
+    found = [*ckpt.epoch_checkpoints(model_dir).values(), *ckpt.bestval_checkpoints(model_dir).values()]
+    names = {os.path.basename(p) for p in found}
+    names |= {f for f in os.listdir(model_dir) if f.startswith("train_state_epoch") and f.endswith(".pth")}
+    return sorted(names)
+
+
 def merge_dict(acc, new, verbose=True):
     """Fold ``new`` into ``acc``: keep acc's keys (minus per-agent pyramid pieces), then overwrite with new."""
     overlap = sorted({k.split(".")[0] for k in acc} & {k.split(".")[0] for k in new})
@@ -60,13 +69,19 @@ def merge_and_save_final(model_dirs, output_dir, overwrite=False):
     if not os.path.isfile(os.path.join(output_dir, "config.yaml")):
         raise CheckpointError(f"{output_dir}: missing config.yaml (copy the next stage's YAML there first)")
     out_path = os.path.join(output_dir, "net_epoch1.pth")
-    if os.path.exists(out_path) and not overwrite:
-        raise CheckpointError(f"{out_path}: already exists; pass --overwrite to replace it")
+    existing = existing_checkpoints(output_dir)
+    if existing and not overwrite:
+        raise CheckpointError(f"{output_dir}: already holds {', '.join(existing)} (resume and inference would "
+                              f"use it instead of the merge); pass --overwrite to replace them")
     merged = {}
     for d in model_dirs:
         path = pick_checkpoint(d)
         logger.info(f"merging {path}")
         merged = merge_dict(merged, ckpt.read_state_dict(path))
+    for name in existing:  # --overwrite: the merged file must be the only checkpoint left
+        if name != os.path.basename(out_path):
+            os.remove(os.path.join(output_dir, name))
+            logger.info(f"removed {os.path.join(output_dir, name)} (--overwrite)")
     ckpt.atomic_torch_save(merged, out_path)
     logger.info(f"saved {out_path} ({len(merged)} tensors)")
     return out_path
@@ -77,7 +92,8 @@ def main(argv=None):
     sub = p.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("merge_and_save", help="merge checkpoints: DIR_1 ... DIR_K OUT_DIR")
     m.add_argument("dirs", nargs="+", help="model folders in override order, then the output folder")
-    m.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR/net_epoch1.pth")
+    m.add_argument("--overwrite", action="store_true",
+                   help="replace the checkpoints OUT_DIR holds (they are removed; the merge is net_epoch1.pth)")
     m.set_defaults(fn=_merge_cli)
     r = sub.add_parser("rename_keys", help="rename checkpoint keys in place: CHECKPOINT OLD=NEW ...")
     r.add_argument("checkpoint", help="a plain state_dict file (net_epoch*.pth)")

@@ -46,6 +46,37 @@ def build_parser():
     return p
 
 
+def dataset_fusion(hypes):
+    """What samples the config's fusion dataset (``fusion.core_method``) builds: early, late or intermediate."""
+    from opencood.data_utils.datasets.early_fusion_dataset import EarlyFusionDataset
+    from opencood.data_utils.datasets.late_fusion_dataset import LateFusionDataset
+    from opencood.utils.registry import DATASETS
+    cls = DATASETS.get(require(hypes, "fusion.core_method"), hypes.get("_source", "config"))
+    return "early" if issubclass(cls, EarlyFusionDataset) else "late" if issubclass(cls, LateFusionDataset) \
+        else "intermediate"
+
+
+def check_fusion_method(hypes, method):
+    """``-f METHOD`` must be one the config's dataset supports, else the result would be mislabelled.
+
+    ``early``/``late``/``intermediate`` need a dataset of that kind (the samples decide the fusion, so
+    ``-f early`` on an intermediate config would only rename the intermediate result); ``no`` (ego features,
+    everyone's ground truth) needs an intermediate dataset; ``single`` works with any.
+
+    Raises:
+        ConfigError: naming the config, its ``fusion.core_method`` and what would fit.
+    """
+    if method not in FUSION_METHODS:
+        raise ConfigError(f"--fusion_method: unknown '{method}'; known: {', '.join(FUSION_METHODS)}")
+    kind = dataset_fusion(hypes)
+    need = {"early": "early", "late": "late", "intermediate": "intermediate", "no": "intermediate"}.get(method)
+    if need is not None and need != kind:
+        fits = ", ".join(m for m in FUSION_METHODS if m in (kind, "single") or (kind == "intermediate" and m == "no"))
+        raise ConfigError(f"{hypes.get('_source', 'config')}: --fusion_method {method} needs a {need}-fusion "
+                          f"dataset, but fusion.core_method '{hypes['fusion']['core_method']}' builds {kind} "
+                          f"samples; use -f {fits.replace(', ', ' / ')} or a {need}-fusion config")
+
+
 def set_eval_range(hypes, x, y):
     """Rewrite cav_lidar_range / lidar_range / gt_range everywhere to [-x,-y,zmin,x,y,zmax] and re-derive."""
     from opencood.hypes_yaml.yaml_utils import YAML_PARSERS
@@ -68,6 +99,7 @@ def set_eval_range(hypes, x, y):
 def prepare_hypes(opt):
     """Config of the run folder, adjusted for testing (test split, range, fusion style)."""
     hypes = load_yaml(None, opt)
+    check_fusion_method(hypes, opt.fusion_method)
     if opt.range:
         try:
             x, y = (float(v) for v in opt.range.split(","))

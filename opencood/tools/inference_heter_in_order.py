@@ -16,6 +16,7 @@ import os
 
 import torch
 
+from opencood.hypes_yaml.schema import TRAIN_PARAMS
 from opencood.hypes_yaml.yaml_utils import add_config_args
 from opencood.tools.inference import FUSION_METHODS, evaluate_run, prepare_hypes
 from opencood.utils.errors import ConfigError, exit_on_error
@@ -68,16 +69,39 @@ def in_order_hypes(hypes, degrade=False):
     return hypes
 
 
-def run(opt):
+def parse_use_cav(text, max_cav):
+    """``--use_cav '[1,2,3,4]'`` -> [1, 2, 3, 4]: distinct integers in 1..max_cav (agents per frame).
+
+    Raises:
+        ConfigError: not a list of integers, or a count outside 1..max_cav (0 agents, or more than a frame
+            can hold, would silently evaluate something else).
+    """
     try:
-        use_cav = [int(n) for n in ast.literal_eval(opt.use_cav)]
-    except (ValueError, SyntaxError, TypeError):
-        raise ConfigError(f"--use_cav: expected a list like [1,2,3,4], got '{opt.use_cav}'") from None
+        counts = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        counts = None
+    if isinstance(counts, int) and not isinstance(counts, bool):
+        counts = [counts]
+    if not (isinstance(counts, (list, tuple)) and counts
+            and all(isinstance(n, int) and not isinstance(n, bool) for n in counts)):
+        raise ConfigError(f"--use_cav: expected a list of integers like [1,2,3,4], got '{text}'")
+    bad = [n for n in counts if not 1 <= n <= max_cav]
+    if bad:
+        raise ConfigError(f"--use_cav: {bad[0]} agents is outside 1..{max_cav} (train_params.max_cav)")
+    if len(set(counts)) != len(counts):
+        raise ConfigError(f"--use_cav: {text} lists a count twice")
+    return list(counts)
+
+
+def run(opt):
     setup_logging()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    first = prepare_hypes(opt)
+    max_cav = first["train_params"].get("max_cav", TRAIN_PARAMS.keys["max_cav"].default)
+    use_cav = parse_use_cav(opt.use_cav, int(max_cav))
     results = {}
     for n in use_cav:
-        hypes = in_order_hypes(prepare_hypes(opt), degrade=opt.lidar_degrade)
+        hypes = in_order_hypes(first if not results else prepare_hypes(opt), degrade=opt.lidar_degrade)
         if not results:  # the run folder's config loaded: the log file can live there
             setup_logging(opt.model_dir, "inference.log")
         hypes["fusion"]["args"]["use_cav"] = n

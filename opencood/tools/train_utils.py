@@ -3,10 +3,17 @@
 ``create_model(hypes)``, ``create_loss(hypes)``, ``setup_optimizer``, ``setup_lr_schedular``,
 ``load_saved_model(saved_path, model)``, ``setup_train(hypes)``, ``to_device``.
 """
+import ctypes
 import logging
+import multiprocessing
 import os
 import random
 import shutil
+import signal
+import sys
+import threading
+import time
+import uuid
 from datetime import datetime
 
 import numpy as np
@@ -16,6 +23,7 @@ from opencood.hypes_yaml.yaml_utils import SOURCE_KEY, require, save_yaml
 from opencood.loss.base_loss import Criterion
 from opencood.models.base_model import CooperativeModel
 from opencood.utils import checkpoint as ckpt
+from opencood.utils.atomic_io import pid_alive
 from opencood.utils.errors import CheckpointError, ConfigError
 from opencood.utils.registry import LOSSES, MODELS
 
@@ -159,8 +167,12 @@ def dataloader_worker_init(worker_id):
     workers on C cores that is up to W x C threads competing for C cores (on a 16-core GPU host, 8 workers
     gave 6.5 samples/s with the inherited pools and 7.1 with this). PyTorch already sets its own pool to
     one thread in workers; it is set again here so the function is complete on its own.
+
+    The worker also dies with the process that started it (:func:`exit_with_parent`): a trainer killed with
+    SIGKILL leaves no worker behind.
     """
     torch.set_num_threads(1)
+    exit_with_parent()
     try:
         from threadpoolctl import threadpool_limits
         threadpool_limits(1)
@@ -171,6 +183,39 @@ def dataloader_worker_init(worker_id):
         cv2.setNumThreads(1)
     except ImportError:
         pass
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def exit_with_parent(poll_s=1.0):
+    """Make this process exit when the process that started it dies (a DataLoader worker of a killed trainer).
+
+    On Linux the kernel sends SIGKILL on the parent's death (``prctl(PR_SET_PDEATHSIG)``); where that is not
+    available, or the OS parent is not the starter (a forkserver), a daemon thread checks every ``poll_s``
+    seconds that the starter still runs. A starter already gone is noticed at once. A process not started by
+    ``multiprocessing`` (the trainer itself) is left alone.
+    """
+    started_by = multiprocessing.parent_process()
+    if started_by is None:  # a main process: nothing to follow
+        return
+    parent = started_by.pid
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            armed = ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if not pid_alive(parent):
+        os._exit(1)
+    if armed and os.getppid() == parent:
+        return
+
+    def watch():
+        while pid_alive(parent):
+            time.sleep(poll_s)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True, name="exit_with_parent").start()
 
 
 def to_device(inputs, device):
@@ -185,21 +230,42 @@ def to_device(inputs, device):
 
 
 def setup_train(hypes, root="opencood/logs"):
-    """Create ``<root>/<name>_<YYYY_MM_DD_HH_MM_SS>/`` with ``config.yaml`` and a copy of the code."""
+    """Create ``<root>/<name>_<YYYY_MM_DD_HH_MM_SS>/`` with ``config.yaml`` and a copy of the code.
+
+    The folder appears with its ``config.yaml`` or not at all: it is built under a hidden temp name
+    (``.<name>_<stamp>.tmp-<pid>-<hex>``) holding the config and renamed into place, so a killed start
+    never leaves a run folder that cannot be resumed. The code copy follows (it is not needed to resume).
+    """
     name = hypes.get("name", "run")
     stamp = datetime.now().strftime("%Y_%m_%d_%H_%M_%S")
-    full = os.path.join(root, f"{name}_{stamp}")
-    k = 1
-    while os.path.exists(full):
-        full = os.path.join(root, f"{name}_{stamp}_{k}")
-        k += 1
-    os.makedirs(full)
-    save_yaml(hypes, os.path.join(full, "config.yaml"))
+    os.makedirs(root, exist_ok=True)
+    tmp = os.path.join(root, f".{name}_{stamp}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    os.makedirs(tmp)
+    try:
+        save_yaml(hypes, os.path.join(tmp, "config.yaml"))
+        full = _rename_to_free_name(tmp, os.path.join(root, f"{name}_{stamp}"))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for sub in ("models", "data_utils", "utils", "loss"):
         shutil.copytree(os.path.join(pkg, sub), os.path.join(full, "scripts", sub),
                         ignore=shutil.ignore_patterns("__pycache__"))
     return full
+
+
+def _rename_to_free_name(src, dst):
+    """Rename the folder ``src`` to ``dst``, or ``dst_1``, ``dst_2``, ... when taken; returns the name used."""
+    k, full = 0, dst
+    while True:
+        try:
+            os.rename(src, full)  # fails on an existing non-empty folder; an empty one is checked first
+            return full
+        except OSError:
+            if not os.path.exists(full):
+                raise
+        k += 1
+        full = f"{dst}_{k}"
 
 
 def load_state_into(model, path, strict=True, required_prefixes=()):
@@ -224,13 +290,18 @@ def load_saved_model(saved_path, model, prefer_bestval=True, strict=None):
     as long as those prefixes are complete.
 
     Returns:
-        (epoch N, model); (0, model) when the folder holds no checkpoint.
+        (epoch N, model).
+
+    Raises:
+        CheckpointError: no such folder, or it holds no checkpoint (evaluating random weights would give
+            a number that looks like a result).
     """
     if not os.path.isdir(saved_path):
         raise CheckpointError(f"{saved_path}: model folder not found")
     epoch, path = ckpt.find_checkpoint(saved_path, prefer_bestval=prefer_bestval)
     if path is None:
-        return 0, model
+        raise CheckpointError(f"{saved_path}: no checkpoint (net_epoch*.pth or net_epoch_bestval_at*.pth) "
+                              f"to load; train first or point --model_dir at a trained run")
     required = tuple(model.required_prefixes())
     if strict is None:
         strict = not required

@@ -15,7 +15,6 @@ import dataclasses
 import logging
 import math
 import os
-import shutil
 import sys
 import time
 from typing import Callable
@@ -28,7 +27,9 @@ from opencood.data_utils.datasets import build_dataset
 from opencood.hypes_yaml.yaml_utils import (BASE_KEY, IGNORED_KEY, SOURCE_KEY, add_config_args, load_yaml,
                                              read_yaml_file, require, save_yaml)
 from opencood.tools import loaders, train_utils
+from opencood.tools.inference import FUSION_METHODS, check_fusion_method
 from opencood.utils import checkpoint as ckpt
+from opencood.utils.atomic_io import atomic_write_bytes, remove_stale_temp_files
 from opencood.utils.errors import exit_on_error
 from opencood.utils.log import FILE_ONLY, close_log_file, setup_logging
 
@@ -43,7 +44,8 @@ def build_parser(ddp=False):
     p.add_argument("-y", "--hypes_yaml", type=str, required=True,
                    help="config file; 'None' when --model_dir holds config.yaml")
     p.add_argument("--model_dir", default="", help="resume from (or continue training in) this run folder")
-    p.add_argument("-f", "--fusion_method", default="intermediate", help="fusion method of the final test")
+    p.add_argument("-f", "--fusion_method", default="intermediate", choices=FUSION_METHODS,
+                   help="fusion method of the final test (checked against the config before training)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num_workers", type=int, default=None, help="DataLoader workers (default: min(4, cpus))")
     p.add_argument("--skip_test", action="store_true", help="do not run inference on the test split at the end")
@@ -283,7 +285,8 @@ def flatten_run_config(run_dir, hypes, overridden=False):
         return
     src = os.path.join(run_dir, "config_src.yaml")
     if not os.path.exists(src):
-        shutil.copyfile(path, src)
+        with open(path, "rb") as f:
+            atomic_write_bytes(src, f.read())
     save_yaml(hypes, path)
     logger.info("%s: written as the resolved, flattened config (as given: %s)", path, src)
 
@@ -299,6 +302,8 @@ class _Training:
         self.save_freq = int(tp.get("save_freq", 1)) or 1
         self.eval_freq = int(tp.get("eval_freq", 1)) or 1
         self.device = torch.device(f"cuda:{dd.local_rank}" if torch.cuda.is_available() else "cpu")
+        if not opt.skip_test:  # the final test's -f must fit the config: fail now, not after training
+            check_fusion_method(hypes, opt.fusion_method)
         train_utils.seed_everything(opt.seed)
         # model and loss first: a config error of either surfaces before the datasets are read
         self.model = train_utils.create_model(hypes)
@@ -309,25 +314,54 @@ class _Training:
         self.train_loader, self.val_loader = loaders.build_loaders(
             self.train_set, self.val_set, int(require(hypes, "train_params.batch_size")), workers, self.device,
             opt.seed, rank=dd.rank if dd.enabled else None, world=dd.world)
+        self.lock = None
         self.run_dir = self._run_dir()
-        if dd.main:
+        try:
+            self._open_run()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_run(self):
+        """Log file, resume point, optimisation state and tensorboard writer of the (locked) run folder."""
+        if self.dd.main:
             self._start_log_file()
         self.checkpointer = ckpt.Checkpointer(self.run_dir)
-        self.init_epoch, state = self._resume() if opt.model_dir else (0, None)
+        self.init_epoch, state = self._resume() if self.opt.model_dir else (0, None)
         self.ctx, self.scheduler, self.best_val = self._optimization(state)
         self.writer = None
-        if dd.main:
+        if self.dd.main:
             from tensorboardX import SummaryWriter
             self.writer = SummaryWriter(self.run_dir)
 
     def _run_dir(self):
-        """``--model_dir``, or a new ``<log_root>/<name>_<time>`` folder made by rank 0."""
+        """``--model_dir``, or a new ``<log_root>/<name>_<time>`` folder made by rank 0 (with its config.yaml).
+
+        Rank 0 locks the folder (:class:`~opencood.utils.checkpoint.RunLock`) before writing anything in it and
+        removes the temp files a killed trainer left there.
+        """
         if self.opt.model_dir:
             if self.dd.main:
+                if not os.path.isdir(self.opt.model_dir):
+                    raise ckpt.CheckpointError(f"{self.opt.model_dir}: model folder not found")
+                self._lock(self.opt.model_dir)
                 flatten_run_config(self.opt.model_dir, self.hypes, bool(getattr(self.opt, "set", None)))
             return self.opt.model_dir
-        run_dir = train_utils.setup_train(self.hypes, self.opt.log_root) if self.dd.main else None
+        run_dir = None
+        if self.dd.main:
+            run_dir = train_utils.setup_train(self.hypes, self.opt.log_root)
+            self._lock(run_dir)
         return self.dd.broadcast_object(run_dir)
+
+    def _lock(self, run_dir):
+        self.lock = ckpt.RunLock(run_dir).acquire()
+        for path in remove_stale_temp_files(run_dir):
+            logger.info(f"removed {path} (a temp file of a trainer that no longer runs)")
+
+    def close(self):
+        """Release the run folder's lock (idempotent)."""
+        if self.lock is not None:
+            self.lock.release()
 
     def _start_log_file(self):
         setup_logging(self.run_dir, "train.log")
@@ -380,10 +414,12 @@ class _Training:
         for epoch in range(self.init_epoch, last):
             self._train_epoch(epoch)
             final = epoch + 1 == last
-            if self.dd.main and (epoch % self.save_freq == 0 or final):
-                self.checkpointer.save(epoch + 1, self.model, self._state(epoch + 1))
+            # validation first, then the epoch's checkpoint: a run killed during validation resumes before
+            # this epoch and validates it again, so its bestval is the one of an uninterrupted run
             if epoch % self.eval_freq == 0 or final:
                 self._validate(epoch)
+            if self.dd.main and (epoch % self.save_freq == 0 or final):
+                self.checkpointer.save(epoch + 1, self.model, self._state(epoch + 1))
             self.dd.barrier()
         if self.dd.enabled:
             _check_ranks_in_sync(self.model, self.dd)
@@ -442,14 +478,18 @@ def run(opt, ddp=False):
     """Train according to ``opt`` (see build_parser), then test unless ``--skip_test``. Returns the run folder."""
     dd = _Dist(ddp)
     setup_logging()
+    training = None
     try:
         training = _Training(opt, dd)
         training.fit()
+        training.close()
         if dd.main and not opt.skip_test:
             from opencood.tools import inference
             inference.main(["--model_dir", training.run_dir, "--fusion_method", opt.fusion_method])
         return training.run_dir
     finally:
+        if training is not None:
+            training.close()
         close_log_file()
         dd.close()
 

@@ -6,30 +6,41 @@ Layout in a run folder (HEAL-compatible):
 - ``train_state_epoch{N}.pth``       optimizer, scheduler, GradScaler, epoch, RNG states and best val
                                      loss, so a resumed run continues exactly where it stopped. Only
                                      tensors, numbers, strings and containers of them: it loads with
-                                     ``torch.load(weights_only=True)``, so a planted file cannot run code.
+                                     ``torch.load(weights_only=True)``, so a planted file cannot run code;
+- ``run.lock``                       held by the trainer writing the folder (:class:`RunLock`).
 
 :class:`Checkpointer` owns these files for the trainer.
 """
+import contextlib
+import errno
 import glob
+import io
 import math
 import os
 import random
 import re
+import socket
 
 import numpy as np
 import torch
 
-from opencood.utils.atomic_io import atomic_open
-from opencood.utils.errors import CheckpointError
+from opencood.utils.atomic_io import atomic_write_bytes, pid_alive
+from opencood.utils.errors import CheckpointError, RunError
 
 _EPOCH_RE = re.compile(r"net_epoch(\d+)\.pth$")
 _BEST_RE = re.compile(r"net_epoch_bestval_at(\d+)\.pth$")
 
 
 def atomic_torch_save(obj, path):
-    """Save with torch.save to a temp file in the same folder, fsync, then rename over ``path``."""
-    with atomic_open(path, "wb", fsync=True) as f:
-        torch.save(obj, f)
+    """Save with torch.save to a temp file in the same folder, fsync, then rename over ``path``.
+
+    The file is serialised in memory first and then written with plain writes, so a full disk is an
+    ``ENOSPC`` OSError (a one-line RunError naming ``path``, see :mod:`opencood.utils.atomic_io`) instead of
+    torch's ``inline_container ... unexpected pos``; nothing partial is left.
+    """
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getbuffer(), fsync=True)
 
 
 def _scan(model_dir, pattern, regex):
@@ -243,3 +254,90 @@ def train_state(epoch, optimizer, scheduler, scaler, best_val=math.inf):
     """
     return {"epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "best_val": float(best_val), "rng": rng_state()}
+
+
+LOCK_NAME = "run.lock"
+
+
+class RunLock:
+    """Exclusive lock of a run folder: one trainer writes a folder at a time.
+
+    ``run.lock`` holds ``<pid> <host>`` of the trainer. It is locked with ``flock``, which the kernel releases
+    when the process dies (a trainer killed with SIGKILL leaves a stale file, never a stale lock). Where
+    ``flock`` is not supported, a lock file is stale when its pid no longer runs on this host.
+
+    Args:
+        run_dir: the run folder (must exist).
+
+    Raises (``acquire``):
+        RunError: another live trainer holds the folder (one line with its pid and host).
+    """
+
+    def __init__(self, run_dir):
+        self.path = os.path.join(run_dir, LOCK_NAME)
+        self.fd = None
+
+    def acquire(self):
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                if not self._flock(fd):
+                    owner = self._owner(fd)
+                    raise RunError(f"{os.path.dirname(self.path)}: run folder in use by another trainer "
+                                   f"({owner}; lock {self.path}); wait for it to end or give another --model_dir")
+                if self._still_linked(fd):
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+                    self.fd = fd
+                    return self
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)  # locked a file its owner removed on release: lock the current one
+
+    def _still_linked(self, fd):
+        try:
+            return os.stat(self.path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            return False
+
+    def _flock(self, fd):
+        """True when this process now holds the lock."""
+        import fcntl
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+        except OSError as e:
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+        pid, host = self._read(fd)  # no flock on this file system: stale when the pid is gone
+        return pid is None or host != socket.gethostname() or not pid_alive(pid) or pid == os.getpid()
+
+    @staticmethod
+    def _read(fd):
+        parts = os.pread(fd, 256, 0).decode(errors="replace").split()
+        try:
+            return int(parts[0]), (parts[1] if len(parts) > 1 else "")
+        except (IndexError, ValueError):
+            return None, ""
+
+    def _owner(self, fd):
+        pid, host = self._read(fd)
+        return f"pid {pid} on {host}" if pid is not None else "pid unknown"
+
+    def release(self):
+        """Remove the lock file and release the lock (idempotent)."""
+        if self.fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        os.close(self.fd)
+        self.fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()

@@ -35,7 +35,7 @@ def test_merge_order_later_overrides(tmp_path):
     assert "layers_m2.x" not in sd  # HEAL drops per-agent pyramid pieces of earlier folders
     # nothing is overwritten without asking
     before = open(path, "rb").read()
-    with pytest.raises(CheckpointError, match="already exists"):
+    with pytest.raises(CheckpointError, match="already holds net_epoch1.pth"):
         merge_and_save_final([str(m2), str(m1)], str(out))
     assert open(path, "rb").read() == before
 
@@ -68,3 +68,20 @@ def test_corrupt_checkpoint_one_line(tmp_path):
     with pytest.raises(CheckpointError) as e:
         read_state_dict(str(p))
     assert str(p) in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("planted", ["net_epoch3.pth", "net_epoch_bestval_at2.pth", "train_state_epoch3.pth"])
+def test_merge_refuses_any_existing_checkpoint_and_overwrite_leaves_only_the_merge(tmp_path, capsys, planted):
+    from opencood.utils.checkpoint import find_checkpoint
+    m1 = _run_dir(tmp_path, "m1", {"encoder_m1.w": torch.zeros(2)}, ["net_epoch2.pth"])
+    out = _run_dir(tmp_path, "out", {"old.w": torch.ones(1)}, [planted])
+    (out / "config.yaml").write_text("name: x\n")
+    with pytest.raises(SystemExit) as e:
+        heal_main(["merge_and_save", str(m1), str(out)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and planted in err and "--overwrite" in err
+    assert sorted(os.listdir(out)) == sorted(["config.yaml", planted])
+    heal_main(["merge_and_save", str(m1), str(out), "--overwrite"])
+    assert sorted(os.listdir(out)) == ["config.yaml", "net_epoch1.pth"]
+    epoch, path = find_checkpoint(str(out))
+    assert epoch == 1 and set(read_state_dict(path)) == {"encoder_m1.w"}
