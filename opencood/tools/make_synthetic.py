@@ -15,6 +15,7 @@ import sys
 
 from opencood.data_utils.synthetic import PRESETS
 from opencood.data_utils.synthetic.formats import SYNTHETIC_FORMATS
+from opencood.data_utils.synthetic.generator import REALISTIC
 from opencood.utils.errors import OpencoodError, one_line
 
 
@@ -36,6 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--pcd-encoding", choices=("ascii", "binary", "binary_compressed"), help="PCD DATA kind")
     p.add_argument("--infrastructure", type=int, metavar="K",
                    help="road-side units per scenario (agent ids -1..-K; 0..4; default: the format's)")
+    p.add_argument("--realistic", action="store_true",
+                   help="real-OPV2V traits: body roll/pitch, ~2%% self-hits, TYPE F rgb, agent-YAML variants")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="parallel processes")
     return p.parse_args(argv)
@@ -52,7 +55,7 @@ def main(argv=None):
                            scenarios=opt.scenarios, agents=opt.agents, frames=opt.frames, beams=opt.beams,
                            h_res=opt.h_res, image_size=opt.image_size, render_scale=opt.render_scale,
                            cameras=False if opt.no_cameras else None, pcd_encoding=opt.pcd_encoding,
-                           infrastructure=opt.infrastructure)
+                           infrastructure=opt.infrastructure, **(REALISTIC if opt.realistic else {}))
     except (OpencoodError, ValueError) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2

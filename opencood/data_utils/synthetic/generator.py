@@ -21,6 +21,22 @@ the units (they are not objects and are not ray cast). The units draw their sens
 stream, so every vehicle file is byte-identical to the output with ``infrastructure=0`` (only the modality
 JSONs gain the negative ids). The ego used for the collaboration statistics is always a vehicle.
 
+Realism options (facts measured on real OPV2V files; all off by default, :data:`REALISTIC` turns all on):
+
+* ``tilt`` (degrees, 0 = level): every vehicle gets a body roll/pitch (constant offset of std ``tilt`` plus
+  per-frame jitter of std ``tilt / 4``), carried by its ``lidar_pose``, ``true_ego_pos``, camera ``cords`` and
+  its ``vehicles[id].angle`` in every YAML; the ray-cast boxes stay upright.
+* ``self_hits`` (fraction, 0 = none): that share of each vehicle's cloud returns from its own car (in the box
+  ``mask_ego_points`` removes; real clouds have ~2 %), see ``sensors.add_self_hits``.
+* ``pcd_rgb``: ``"U"`` (packed integer, recent Open3D) or ``"F"`` (the bit pattern as float32, ``TYPE F`` as
+  the released OPV2V clouds; ascii or binary encoding).
+* ``yaml_variants`` (bool): agent YAMLs vary as real ones do, by ``(frame + |id|) % 4``: 0 -> empty
+  ``plan_trajectory: []`` and a tiny negative ``ego_speed`` in exponent form (``-3.0e-05``, a stopped car);
+  1 -> waypoints whose third value (speed, km/h) is an integer; 2 -> floats at full precision; 3 -> as default.
+
+Each option draws from its own random stream (spawned after the others), so vehicle placement and the LiDAR's
+noise are the same with it on or off.
+
 Scenarios are independent given the seed (each gets its own spawned seed), so they can be generated
 in parallel worker processes with identical results.
 """
@@ -36,8 +52,8 @@ from tqdm import tqdm
 
 from opencood.data_utils.synthetic import writers
 from opencood.data_utils.synthetic.raycast import box_corners
-from opencood.data_utils.synthetic.sensors import CAMERA_MOUNTS, RSU_CAMERA_MOUNTS, LidarConfig, camera_intrinsic, \
-    lidar_scan, render_camera
+from opencood.data_utils.synthetic.sensors import CAMERA_MOUNTS, RSU_CAMERA_MOUNTS, LidarConfig, add_self_hits, \
+    camera_intrinsic, lidar_scan, render_camera
 from opencood.data_utils.synthetic.world import RSU_CORNERS, build_world
 from opencood.utils.errors import DataError
 from opencood.utils.pcd_utils import write_pcd
@@ -51,7 +67,10 @@ TRUCK_MIN_LENGTH = 4.8
 SPLITS = ("train", "validate", "test")
 _OWNED = ("OPV2V", "OPV2V_Hetero", "modality_assign")
 # Options that no preset sets; at their default they leave the output (marker file included) as before.
-OPTION_DEFAULTS = {"infrastructure": 0}
+# The realism options (tilt, self_hits, pcd_rgb, yaml_variants; see the module docstring) stay off in every
+# preset: turning them on changes the default world, and with it the demo's and the benchmarks' recorded numbers.
+OPTION_DEFAULTS = {"infrastructure": 0, "tilt": 0.0, "self_hits": 0.0, "pcd_rgb": "U", "yaml_variants": False}
+REALISTIC = {"tilt": 0.5, "self_hits": 0.02, "pcd_rgb": "F", "yaml_variants": True}  # make_synthetic --realistic
 
 PRESETS = {
     # unit tests: a few thousand points per cloud, tiny images
@@ -85,26 +104,34 @@ def _scenario_names(rng, count, first_index):
     return names
 
 
-def _vehicle_entry(world, vid, location, yaw):
-    """``vehicles[id]`` YAML entry (world frame; extent = half sizes; angle degrees; speed km/h).
+def _vehicle_entry(world, vid, frame, location, yaw):
+    """``vehicles[id]`` YAML entry (world frame; extent = half sizes; angle = [roll, yaw, pitch] degrees; speed
+    km/h).
 
     Vehicles longer than :data:`TRUCK_MIN_LENGTH` also get ``obj_type: Truck`` (V2X-Real's key; OPV2V
     entries have none, which reads as a car).
     """
     i = world.vehicle_index(vid)
     v = world.vehicles
+    roll, pitch = world.attitude(vid, frame)
     entry = {"location": list(location[i]), "center": list(v.center[i]),
-             "angle": [0.0, float(np.degrees(yaw[i])), 0.0], "extent": list(v.half[i]),
+             "angle": [roll, float(np.degrees(yaw[i])), pitch], "extent": list(v.half[i]),
              "speed": float(v.speed[i] * 3.6)}
     if 2.0 * v.half[i][0] > TRUCK_MIN_LENGTH:
         entry["obj_type"] = "Truck"
     return entry
 
 
-def _ego_state(world, vid, frame, rng):
+def _yaml_variant(vid, frame, opts):
+    """Which real-data YAML variant a file gets (``yaml_variants``; module docstring), None when off."""
+    return (frame + abs(int(vid))) % 4 if opts["yaml_variants"] else None
+
+
+def _ego_state(world, vid, frame, rng, variant=None):
     """The agent's own-state YAML keys: ``true_ego_pos``, ``predicted_ego_pos`` (GNSS-like noise), ``ego_speed``
     (km/h) and ``plan_trajectory`` (three [x, y, km/h] points 1, 2, 3 s ahead). A road-side unit (``vid < 0``)
-    stands still: exact predicted pose, speed 0, empty plan, no random draw."""
+    stands still: exact predicted pose, speed 0, empty plan, no random draw. ``variant`` 0 / 1 change the plan
+    and speed as :func:`_yaml_variant` describes."""
     actor = world.actor_pose(vid, frame)
     if vid < 0:
         return {"true_ego_pos": list(actor), "predicted_ego_pos": list(actor), "ego_speed": 0.0,
@@ -116,13 +143,27 @@ def _ego_state(world, vid, frame, rng):
     predicted = actor.copy()
     predicted[:2] += rng.normal(0.0, 0.3, 2)
     predicted[4] += rng.normal(0.0, 0.5)
-    return {"true_ego_pos": list(actor), "predicted_ego_pos": list(predicted), "ego_speed": speed * 3.6,
+    ego_speed = speed * 3.6
+    if variant == 0:
+        plan, ego_speed = [], -(1 + vid % 9) * 1e-5
+    elif variant == 1:
+        plan = [[x, y, int(round(v))] for x, y, v in plan]
+    return {"true_ego_pos": list(actor), "predicted_ego_pos": list(predicted), "ego_speed": ego_speed,
             "plan_trajectory": plan}
 
 
-def _agent_frame(world, frame, vid, dirs, opts, rng):
+def _write_cloud(path, points, opts):
+    """A PCD in the configured encoding and rgb type (``pcd_encoding``, ``pcd_rgb``)."""
+    if opts["pcd_rgb"] == "F":
+        writers.write_pcd_float_rgb(path, points, opts["pcd_encoding"])
+    else:
+        write_pcd(path, points, opts["pcd_encoding"])
+
+
+def _agent_frame(world, frame, vid, dirs, opts, rng, self_rng=None):
     """Simulate and write everything one agent (a vehicle, or a road-side unit when ``vid < 0``) produces at one
-    frame. ``dirs`` = (agent folder, OPV2V_Hetero agent folder or None, bev_visibility folder or None).
+    frame. ``dirs`` = (agent folder, OPV2V_Hetero agent folder or None, bev_visibility folder or None); ``rng``
+    draws the sensor noise, ``self_rng`` the self-hits (``self_hits`` > 0).
 
     Returns:
         (number of 64-beam points, set of visible object ids).
@@ -133,13 +174,15 @@ def _agent_frame(world, frame, vid, dirs, opts, rng):
     lidar_pose = world.lidar_pose(vid, frame)
     cfg = LidarConfig(beams=opts["beams"], h_res=opts["h_res"])
     points, beam, hit = lidar_scan(lidar_pose, boxes, cfg, rng)
+    if opts["self_hits"] > 0 and vid >= 0:
+        own = all_boxes.subset(all_boxes.ids == vid)
+        points, beam, hit = add_self_hits(points, beam, hit, lidar_pose, own, cfg, opts["self_hits"], self_rng)
     ts = timestamp(frame)
     opv2v, hetero, extra = dirs
-    enc = opts["pcd_encoding"]
-    write_pcd(os.path.join(opv2v, f"{ts}.pcd"), points, enc)
+    _write_cloud(os.path.join(opv2v, f"{ts}.pcd"), points, opts)
     if hetero is not None:
-        write_pcd(os.path.join(hetero, f"{ts}_32.pcd"), points[beam % 2 == 0], enc)
-        write_pcd(os.path.join(hetero, f"{ts}_16.pcd"), points[beam % 4 == 0], enc)
+        _write_cloud(os.path.join(hetero, f"{ts}_32.pcd"), points[beam % 2 == 0], opts)
+        _write_cloud(os.path.join(hetero, f"{ts}_16.pcd"), points[beam % 4 == 0], opts)
     lidar_ids = set(boxes.ids[hit[hit >= 0]].tolist()) - {-1}
 
     width, height = opts["image_size"]
@@ -159,12 +202,13 @@ def _agent_frame(world, frame, vid, dirs, opts, rng):
         _write_bev_visibility(extra, ts, boxes, sorted(camera_ids if opts["cameras"] else lidar_ids), lidar_pose)
 
     location, yaw = world.vehicle_states(frame)
-    params.update(_ego_state(world, vid, frame, rng))
+    variant = _yaml_variant(vid, frame, opts)
+    params.update(_ego_state(world, vid, frame, rng, variant))
     params.update({
         "lidar_pose": list(lidar_pose),
-        "vehicles": {int(o): _vehicle_entry(world, o, location, yaw) for o in sorted(lidar_ids)},
+        "vehicles": {int(o): _vehicle_entry(world, o, frame, location, yaw) for o in sorted(lidar_ids)},
     })
-    writers.write_yaml(os.path.join(opv2v, f"{ts}.yaml"), params)
+    writers.write_yaml(os.path.join(opv2v, f"{ts}.yaml"), params, digits=None if variant == 2 else 6)
     return points.shape[0], lidar_ids
 
 
@@ -212,10 +256,13 @@ def _agent_dirs(root, layout, split, name, vid):
 def _scenario_job(job):
     """Generate one scenario (runs in a worker process). Returns its statistics."""
     root, split, name, seed, n_agents, opts, layout = job
-    # vehicles' sensors, then the road-side units' own stream (spawn keys 0, 1, 2: the first two are the same
-    # with and without infrastructure)
-    world_rng, sensor_rng, rsu_rng = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)]
+    # world, vehicles' sensors, then the streams of the options (spawn keys 0..4: a stream's draws do not depend
+    # on which options are on)
+    world_rng, sensor_rng, rsu_rng, tilt_rng, self_rng = [
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5)]
     world = build_world(world_rng, n_agents, opts["frames"], infrastructure=opts["infrastructure"])
+    if opts["tilt"] > 0:
+        world.set_tilt(tilt_rng, opts["tilt"])
     scen = os.path.join(root, layout.dataset, split, name)
     writers.ensure_dir(scen)
     writers.write_yaml(os.path.join(scen, "data_protocol.yaml"), {
@@ -229,7 +276,7 @@ def _scenario_job(job):
     for frame in range(opts["frames"]):
         for vid in agent_ids:
             dirs = _agent_dirs(root, layout, split, name, vid)
-            count, ids = _agent_frame(world, frame, vid, dirs, opts, rsu_rng if vid < 0 else sensor_rng)
+            count, ids = _agent_frame(world, frame, vid, dirs, opts, rsu_rng if vid < 0 else sensor_rng, self_rng)
             n_points.append(count)
             seen[(frame, vid)] = ids
     ego = sorted(vehicle_ids, key=str)[0]  # the eval ego: first id in string order (negative ids go last)
@@ -264,7 +311,8 @@ def resolve_options(preset="tiny", **overrides):
     Args:
         preset: 'tiny', 'demo', 'gpu' or 'bench'.
         **overrides: any key of a preset (scenarios, agents, frames, beams, h_res, image_size,
-            render_scale, cameras, pcd_encoding) or of :data:`OPTION_DEFAULTS` (infrastructure).
+            render_scale, cameras, pcd_encoding) or of :data:`OPTION_DEFAULTS` (infrastructure, tilt, self_hits,
+            pcd_rgb, yaml_variants).
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset '{preset}'; known: {', '.join(PRESETS)}")
@@ -287,7 +335,22 @@ def resolve_options(preset="tiny", **overrides):
     opts["infrastructure"] = int(opts["infrastructure"])
     if not 0 <= opts["infrastructure"] <= len(RSU_CORNERS):
         raise ValueError(f"infrastructure must be 0..{len(RSU_CORNERS)}, got {opts['infrastructure']}")
+    _check_realism(opts)
     return opts
+
+
+def _check_realism(opts):
+    """Ranges of the realism options (ValueError naming the option)."""
+    opts["tilt"], opts["self_hits"] = float(opts["tilt"]), float(opts["self_hits"])
+    if not 0.0 <= opts["tilt"] <= 10.0:
+        raise ValueError(f"tilt must be 0..10 degrees, got {opts['tilt']}")
+    if not 0.0 <= opts["self_hits"] < 0.5:
+        raise ValueError(f"self_hits must be a fraction in [0, 0.5), got {opts['self_hits']}")
+    if opts["pcd_rgb"] not in ("U", "F"):
+        raise ValueError(f"pcd_rgb must be 'U' or 'F', got {opts['pcd_rgb']!r}")
+    if opts["pcd_rgb"] == "F" and opts["pcd_encoding"] == "binary_compressed":
+        raise ValueError("pcd_rgb 'F' is written as ascii or binary PCD, not binary_compressed")
+    opts["yaml_variants"] = bool(opts["yaml_variants"])
 
 
 def _marker_options(opts):
@@ -311,7 +374,8 @@ def generate(root, preset="tiny", seed=0, workers=1, progress=True, layout=OPV2V
         **overrides: preset keys: scenarios (train, validate, test counts), agents (int or (min, max):
             connected vehicles), frames, beams, h_res (azimuth step, degrees), image_size (W, H), render_scale,
             cameras (bool), pcd_encoding ('ascii' as OPV2V, 'binary' or 'binary_compressed'); and
-            infrastructure (0..4 road-side units per scenario, agent ids -1..-K; see the module docstring).
+            infrastructure (0..4 road-side units per scenario, agent ids -1..-K), tilt (degrees), self_hits
+            (fraction), pcd_rgb ('U' | 'F'), yaml_variants (bool): see the module docstring.
 
     Returns:
         Summary dict: root, seconds, scenarios {split: [names]}, files, points_per_cloud (mean/min/max),

@@ -28,6 +28,7 @@ RSU_CAMERA_MOUNTS = ((0.3, 0.0, 2.8, 0.0), (0.0, 0.3, 2.8, 90.0), (0.0, -0.3, 2.
 CAMERA_FOV_DEG = 100.0
 # UE4 camera axes (x forward, y right, z up) -> OpenCV axes (x right, y down, z forward).
 UE4_TO_CV = np.array([[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, -1.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+SELF_HIT = -3  # hit code of a return from the agent's own car (see add_self_hits)
 _SUN = np.array([0.35, -0.45, 0.82]) / np.linalg.norm([0.35, -0.45, 0.82])
 
 
@@ -57,6 +58,17 @@ class LidarConfig:
     noise_stddev: float = 0.02
 
 
+def _ray_grid(cfg):
+    """Beam elevations (R,) radians, azimuth count C and sensor-frame unit ray directions (R, C, 3)."""
+    elev = np.radians(np.linspace(cfg.lower_fov, cfg.upper_fov, cfg.beams))  # (R,)
+    n_az = int(round(360.0 / cfg.h_res))
+    az = -np.pi + np.arange(n_az) * (2 * np.pi / n_az)  # (C,)
+    ce, se = np.cos(elev)[:, None], np.sin(elev)[:, None]
+    dirs_sensor = np.stack([ce * np.cos(az)[None], ce * np.sin(az)[None], np.broadcast_to(se, (cfg.beams, n_az))],
+                           axis=-1)  # (R, C, 3) unit
+    return elev, n_az, dirs_sensor
+
+
 def lidar_scan(lidar_pose, boxes, cfg, rng):
     """Cast one LiDAR sweep.
 
@@ -70,12 +82,7 @@ def lidar_scan(lidar_pose, boxes, cfg, rng):
         points (P, 4) float32 ``[x, y, z, intensity]`` in the sensor frame, beam (P,) int64 channel index
         (0 = lowest), box (P,) int64 index into ``boxes`` of the surface hit (GROUND for the ground).
     """
-    elev = np.radians(np.linspace(cfg.lower_fov, cfg.upper_fov, cfg.beams))  # (R,)
-    n_az = int(round(360.0 / cfg.h_res))
-    az = -np.pi + np.arange(n_az) * (2 * np.pi / n_az)  # (C,)
-    ce, se = np.cos(elev)[:, None], np.sin(elev)[:, None]
-    dirs_sensor = np.stack([ce * np.cos(az)[None], ce * np.sin(az)[None], np.broadcast_to(se, (cfg.beams, n_az))],
-                           axis=-1)  # (R, C, 3) unit
+    elev, n_az, dirs_sensor = _ray_grid(cfg)
     world_from_sensor = x_to_world(lidar_pose)
     dirs_world = dirs_sensor @ world_from_sensor[:3, :3].T  # (R, C, 3)
     footprint = raycast.spherical_footprint(np.linalg.inv(world_from_sensor), elev, n_az)
@@ -92,6 +99,45 @@ def lidar_scan(lidar_pose, boxes, cfg, rng):
     xyz = dirs_sensor[rows, cols] * dist[:, None]  # (P, 3)
     points = np.concatenate([xyz, intensity[:, None]], axis=1).astype(np.float32)
     return points, rows, hit[rows, cols]
+
+
+def add_self_hits(points, beam, hit, lidar_pose, own_box, cfg, fraction, rng):
+    """Let ``fraction`` of a sweep's returns come from the agent's own car (as ~2 % of a real OPV2V cloud do).
+
+    Rays of the sweep's grid that hit ``own_box`` are cast; ``k = round(fraction * P / (1 - fraction))`` of them
+    (drawn from ``rng``) return from the car's surface (range noise and intensity as :func:`lidar_scan`) in place
+    of whatever the sweep had on those rays. The other rays pass through the car as before, so only the share of
+    self-hits is real, not their full pattern (every ray toward the roof would hit it).
+
+    Args:
+        points: (P, 4) float32 sweep of :func:`lidar_scan` (sensor frame).
+        beam: (P,) beam index of each point.
+        hit: (P,) hit code of each point.
+        lidar_pose: (6,) sensor pose in the world (metres, degrees).
+        own_box: the agent's own car as one-box :class:`~opencood.data_utils.synthetic.world.Boxes`.
+        cfg: the sweep's :class:`LidarConfig`.
+        fraction: share of self-hits in the output, in [0, 1).
+        rng: ``np.random.Generator`` for the choice of rays and the range noise.
+
+    Returns:
+        (points, beam, hit) with the self-hits appended (hit code :data:`SELF_HIT`).
+    """
+    elev, n_az, dirs_sensor = _ray_grid(cfg)
+    world_from_sensor = x_to_world(lidar_pose)
+    footprint = raycast.spherical_footprint(np.linalg.inv(world_from_sensor), elev, n_az)
+    t, box, _ = raycast.cast(world_from_sensor[:3, 3], dirs_sensor @ world_from_sensor[:3, :3].T, own_box, footprint,
+                             t_max=cfg.range)
+    rows, cols = np.nonzero(box == 0)
+    count = min(int(round(fraction * len(points) / (1.0 - fraction))), rows.size)
+    pick = rng.choice(rows.size, size=count, replace=False)
+    rows, cols = rows[pick], cols[pick]
+    step = 2 * np.pi / n_az
+    point_cols = np.round((np.arctan2(points[:, 1], points[:, 0]) + np.pi) / step).astype(np.int64) % n_az
+    keep = ~np.isin(beam * n_az + point_cols, rows * n_az + cols)  # rays now returning from the car
+    dist = t[rows, cols] + rng.normal(0.0, cfg.noise_stddev, count)
+    own = np.concatenate([dirs_sensor[rows, cols] * dist[:, None], np.exp(-0.004 * dist)[:, None]], axis=1)
+    return (np.concatenate([points[keep], own.astype(np.float32)]), np.concatenate([beam[keep], rows]),
+            np.concatenate([hit[keep], np.full(count, SELF_HIT, np.int64)]))
 
 
 def camera_intrinsic(width, height):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from opencood.utils.transformation_utils import x_to_world
+from opencood.utils.transformation_utils import tfm_to_pose, x_to_world
 
 FRAME_DT = 0.1  # seconds between saved frames (10 Hz)
 LANE_W = 3.5  # lane width, metres
@@ -114,6 +114,21 @@ class World:
             xy = self.map_to_world_xy(np.array([sx, sy]) * RSU_CORNER_OFFSET)
             yaw = np.degrees(np.arctan2(-sy, -sx) + self.map_yaw)  # facing the intersection centre
             self.rsu_poses[-(k + 1)] = np.array([xy[0], xy[1], 0.0, 0.0, (yaw + 180.0) % 360.0 - 180.0, 0.0])
+        self.tilt = None  # (V, n_frames, 2) roll, pitch of every vehicle in degrees (None: level)
+
+    def set_tilt(self, rng, sigma_deg):
+        """Give every vehicle a body roll and pitch: a constant offset (std ``sigma_deg``) plus per-frame jitter
+        (std ``sigma_deg / 4``), degrees. The ray-cast boxes stay upright; poses, mounted sensors and the YAML
+        ``angle`` entries carry the attitude (real OPV2V poses and angles have non-zero roll and pitch)."""
+        n = len(self.vehicles.ids)
+        self.tilt = (rng.normal(0.0, sigma_deg, (n, 1, 2)) + rng.normal(0.0, sigma_deg / 4, (n, self.n_frames, 2)))
+
+    def attitude(self, vid, frame):
+        """(roll, pitch) of a vehicle at ``frame``, degrees (0, 0 without tilt and for road-side units)."""
+        if self.tilt is None or vid in self.rsu_poses:
+            return 0.0, 0.0
+        roll, pitch = self.tilt[self.vehicle_index(vid), frame]
+        return float(roll), float(pitch)
 
     @property
     def infrastructure_ids(self):
@@ -163,15 +178,18 @@ class World:
             return self.rsu_poses[vid].copy()
         location, yaw = self.vehicle_states(frame)
         i = self.vehicle_index(vid)
-        return np.array([*location[i], 0.0, np.degrees(yaw[i]), 0.0])
+        roll, pitch = self.attitude(vid, frame)
+        return np.array([*location[i], roll, np.degrees(yaw[i]), pitch])
 
     def mounted_pose(self, vid, frame, mount):
         """World pose of a sensor mounted at ``mount`` = (x, y, z, yaw deg) in the vehicle frame.
 
         Returns:
-            (6,) ``[x, y, z, roll, yaw, pitch]`` in metres and degrees (roll = pitch = 0: flat ground).
+            (6,) ``[x, y, z, roll, yaw, pitch]`` in metres and degrees (the body's roll and pitch, 0 when level).
         """
         pose = self.actor_pose(vid, frame)
+        if pose[3] != 0.0 or pose[5] != 0.0:  # tilted body: compose the transforms
+            return tfm_to_pose(x_to_world(pose) @ x_to_world([mount[0], mount[1], mount[2], 0.0, mount[3], 0.0]))
         xyz = x_to_world(pose) @ np.array([mount[0], mount[1], mount[2], 1.0])  # (4,)
         yaw = (pose[4] + mount[3] + 180.0) % 360.0 - 180.0
         return np.array([xyz[0], xyz[1], xyz[2], 0.0, yaw, 0.0])

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import yaml
 
+from opencood.utils.atomic_io import atomic_open
 from opencood.utils.transformation_utils import x_to_world
 
 BEV_SIZE = 256  # bev_visibility.png side, pixels
@@ -18,7 +19,8 @@ _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def to_builtin(value, digits=6):
-    """numpy scalars/arrays (nested in lists/dicts) -> plain Python numbers rounded to ``digits``."""
+    """numpy scalars/arrays (nested in lists/dicts) -> plain Python numbers rounded to ``digits`` (None: full
+    precision)."""
     if isinstance(value, str):
         return value
     if isinstance(value, dict):
@@ -29,13 +31,46 @@ def to_builtin(value, digits=6):
         return bool(value)
     if isinstance(value, (int, np.integer)):
         return int(value)
-    return round(float(value), digits)
+    return float(value) if digits is None else round(float(value), digits)
 
 
-def write_yaml(path, content):
-    """Dump ``content`` as PyYAML block-style YAML (keys sorted, as OpenCDA's dumper writes them)."""
+def write_yaml(path, content, digits=6):
+    """Dump ``content`` as PyYAML block-style YAML (keys sorted, as OpenCDA's dumper writes them); floats rounded
+    to ``digits`` (None: full precision, as the real OPV2V files)."""
     with open(path, "w") as fh:
-        yaml.dump(to_builtin(content), fh, Dumper=_DUMPER, default_flow_style=False)
+        yaml.dump(to_builtin(content, digits), fh, Dumper=_DUMPER, default_flow_style=False)
+
+
+def write_pcd_float_rgb(path, points, encoding="ascii"):
+    """Write a PCD whose ``rgb`` field is ``TYPE F``: the packed (r, 0, 0) colour's bit pattern read as float32,
+    as older Open3D versions wrote the released OPV2V clouds (ascii rows print tiny denormals such as
+    ``2.341805152e-38``). Fields, header and quantisation otherwise as ``pcd_utils.write_pcd``.
+
+    Args:
+        path: destination ``.pcd``.
+        points: (N, 4) ``[x, y, z, intensity]``, intensity in [0, 1] (stored as ``r = round(i * 255)``).
+        encoding: ``"ascii"`` or ``"binary"``.
+    """
+    if encoding not in ("ascii", "binary"):
+        raise ValueError(f"write_pcd_float_rgb: encoding must be 'ascii' or 'binary', got '{encoding}'")
+    pts = np.asarray(points)
+    n = pts.shape[0]
+    rec = np.empty(n, np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<u4")]))
+    rec["x"], rec["y"], rec["z"] = (pts[:, j].astype(np.float32) for j in range(3))
+    rec["rgb"] = np.round(np.clip(pts[:, 3].astype(np.float64), 0.0, 1.0) * 255.0).astype(np.uint32) << 16
+    header = ("# .PCD v0.7 - Point Cloud Data file format\nVERSION 0.7\nFIELDS x y z rgb\nSIZE 4 4 4 4\n"
+              f"TYPE F F F F\nCOUNT 1 1 1 1\nWIDTH {n}\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS {n}\n"
+              f"DATA {encoding}\n")
+    if encoding == "binary":
+        body = rec.tobytes()
+    else:
+        rgb = rec["rgb"].view("<f4")
+        values = tuple(v for row in zip(*(rec[f].astype(np.float64).tolist() for f in ("x", "y", "z")),
+                                        rgb.astype(np.float64).tolist()) for v in row)
+        body = (("%.10g %.10g %.10g %.10g\n" * n) % values).encode("ascii")
+    with atomic_open(path, "wb") as fh:
+        fh.write(header.encode("ascii"))
+        fh.write(body)
 
 
 def write_json(path, content):
