@@ -15,6 +15,11 @@ LEGACY_KEYS = {
     "only_vis_ego": "visualisation flag of OpenCOOD's inference script",
     "model.args.supervise_single": "HEAL's single-agent supervision; only heter_pyramid_collab declares it "
                                    "(its occupancy loss), other models have no single-agent heads",
+    "model.args.where2comm.voxel_size": "Where2comm's warp scale; the model normalises the affines over lidar_range",
+    "model.args.where2comm.downsample_rate": "Where2comm's warp scale; the model normalises the affines over "
+                                             "lidar_range",
+    "model.args.where2comm.only_attention": "Where2comm's EncodeLayer switch; the Transformer aggregator is always "
+                                            "attention + FFN",
     "model.args.fusion_backbone.anchor_number": "HEAL's copy in the pyramid section; the heads read "
                                                 "model.args.anchor_number",
     "train_params.single_weight": "weight of HEAL's single-agent supervision; no model here has single heads",

@@ -25,3 +25,10 @@ def test_pyramid_trains_and_infers(make_tiny_config, tmp_path):
     assert {"ap30", "ap_50", "ap_70"} <= set(res)
     log = open(os.path.join(run, "train.log")).read()
     assert "epoch 1: validation loss" in log
+
+
+@pytest.mark.slow
+def test_where2comm_trains_and_infers_with_its_rate(make_tiny_config, tmp_path):
+    cfg = make_tiny_config("opencood/hypes_yaml/demo/zoo/lidar_where2comm.yaml", epoches=2, eval_freq=1, save_freq=1)
+    run, res = train_and_infer(cfg, tmp_path)
+    assert {"ap30", "ap_50", "ap_70"} <= set(res)
