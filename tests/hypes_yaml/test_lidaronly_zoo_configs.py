@@ -11,6 +11,11 @@ ROOT = Path(__file__).parents[2] / "opencood" / "hypes_yaml" / "opv2v" / "LiDARO
 EXPECTED = {
     # msg_cnn 512*256*9+256 + ConvGRU gates 768*512*9+512 and candidate 768*256*9+256 + mlp 256*256+256
     "lidar_v2vnet": ("V2VNetFusion", 1_179_904 + 3_539_456 + 1_769_728 + 65_792),
+    # 3 blocks x [2 x attention (qkv 256*768 + out 256*256 + bias table 7*7*9 x 8 heads) + 2 x FFN (2 x 65,792)
+    # + 4 LN] + head LN 512 + Linear 65,792
+    "lidar_cobevt": ("CoBEVT", 3 * (2 * (196_608 + 65_536 + 3_528) + 2 * 131_584 + 4 * 512) + 512 + 65_792),
+    # decode Conv3x3(512 -> 256) + bias
+    "lidar_who2com": ("Who2comFusion", 512 * 256 * 9 + 256),
 }
 
 
