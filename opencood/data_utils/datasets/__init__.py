@@ -1,8 +1,9 @@
 """Datasets: ``build_dataset(hypes, visualize, train)`` (HEAL's entry point).
 
 ``fusion.core_method`` picks the fusion dataset (registry ``DATASETS``: intermediate, early, late,
-intermediateheter, intermediateheterinfer) and ``fusion.dataset`` the base loader (``BASE_DATASETS``:
-opv2v, v2xset). Unknown names raise ConfigError listing the known ones.
+intermediateheter, intermediateheterinfer) and ``fusion.dataset`` the base loader (``BASE_DATASETS``: one
+module per dataset in ``basedataset/``, e.g. opv2v, v2xset, v2xsim, v2v4real). Unknown names raise ConfigError
+listing the known ones.
 """
 from opencood.utils.config import schema_of
 from opencood.utils.errors import ConfigError
