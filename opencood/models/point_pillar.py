@@ -14,7 +14,7 @@ NO_FUSION = Key(str, "max", "single-agent detector: no fusion (only the default 
                 choices=("max",))
 
 
-def _without_fusion(schema, name):
+def without_fusion(schema, name):
     """``schema`` minus every fusion key, with ``fusion_method`` fixed to the unused default."""
     fusion = fusion_keys()
     keys = {k: v for k, v in schema.keys.items() if k not in fusion}
@@ -23,17 +23,8 @@ def _without_fusion(schema, name):
     return out
 
 
-@MODELS.register("point_pillar")
-class PointPillar(PointPillarBaseline):
-    """One PointPillars detector per sample (early fusion) or per agent (late fusion).
-
-    Args:
-        args: YAML ``model.args``: ``voxel_size``, ``lidar_range`` (metres, the detector's own LiDAR frame),
-            ``pillar_vfe``, ``point_pillar_scatter``, ``base_bev_backbone``, optional ``shrink_header``,
-            ``anchor_number`` (or ``anchor_num``), optional ``dir_args``.
-    """
-
-    CONFIG = _without_fusion(PointPillarBaseline.CONFIG, "point_pillar")
+class SingleAgentDetector:
+    """Mixin for a :class:`HeterModelBaseline` subclass that detects on each sample's own map (no fusion_net)."""
 
     def __init__(self, args):
         super().__init__(args)
@@ -50,6 +41,19 @@ class PointPillar(PointPillarBaseline):
         out = self.detect(features)
         out["fused_feature"] = features
         return out
+
+
+@MODELS.register("point_pillar")
+class PointPillar(SingleAgentDetector, PointPillarBaseline):
+    """One PointPillars detector per sample (early fusion) or per agent (late fusion).
+
+    Args:
+        args: YAML ``model.args``: ``voxel_size``, ``lidar_range`` (metres, the detector's own LiDAR frame),
+            ``pillar_vfe``, ``point_pillar_scatter``, ``base_bev_backbone``, optional ``shrink_header``,
+            ``anchor_number`` (or ``anchor_num``), optional ``dir_args``.
+    """
+
+    CONFIG = without_fusion(PointPillarBaseline.CONFIG, "point_pillar")
 
 
 @MODELS.register("point_pillar_fcooper")

@@ -11,7 +11,12 @@ ROOT = Path(__file__).parents[2] / "opencood" / "hypes_yaml" / "opv2v" / "LiDARO
 # PointPillars m1 (PFN 10->64, backbone [3,5,8] x [64,128,256], deblocks to 3 x 128, shrink 3x3 384->256) +
 # heads at 256 ch: the same 8,058,388 as lidar_att.yaml (max fusion and the single detector add none)
 POINTPILLARS = 8_058_388
+# SECOND (spec A2 layer list, OpenCOOD widths): VoxelBackBone8x 4->16->32->64->64->128 = 711,872 (27-tap sparse
+# convs without bias + BN), BaseBEVBackbone [5, 5] x [128, 256] from 256 with deblocks to 2 x 256 = 4,576,768,
+# heads on 512: cls 1,026 + reg 7,182 + dir 2,052
+SECOND = 711_872 + 4_576_768 + 1_026 + 7_182 + 2_052
 EXPECTED = {
+    "lidar_second": ("second", SECOND),
     "lidar_fcooper": ("heter_model_baseline", POINTPILLARS),
     "lidar_early": ("point_pillar", POINTPILLARS),
     "lidar_late": ("point_pillar", POINTPILLARS),
