@@ -17,6 +17,7 @@ POINTPILLARS = 8_058_388
 SECOND = 711_872 + 4_576_768 + 1_026 + 7_182 + 2_052
 EXPECTED = {
     "lidar_second": ("second", SECOND),
+    "lidar_voxelnet": ("voxel_net", 6_287_184),  # hand count in tests/models/test_voxel_net.py
     "lidar_fcooper": ("heter_model_baseline", POINTPILLARS),
     "lidar_early": ("point_pillar", POINTPILLARS),
     "lidar_late": ("point_pillar", POINTPILLARS),
