@@ -192,11 +192,43 @@ def cameras_from_agent_yaml(agent_params, images, depths, lidar_pose, names=DEFA
         for key in ("cords", "intrinsic"):
             if key not in entry:
                 raise DataError(f"{source}: missing key '{name}.{key}'")
-        views.append(CameraView(name=name, image=images[i],
-                                intrinsic=np.asarray(entry["intrinsic"], dtype=np.float64).reshape(3, 3),
-                                T_lidar_cam=camera_to_lidar(entry["cords"], lidar_pose),
+        intrinsic = _numbers(entry["intrinsic"], (3, 3), f"{name}.intrinsic", source)
+        _check_image_size(images[i], intrinsic, f"{name}", source)
+        if depths is not None and _image_size(depths[i]) != _image_size(images[i]):
+            raise DataError(f"{source}: depth image of '{name}' is {_image_size(depths[i])} (W, H), its RGB "
+                            f"image {_image_size(images[i])}")
+        views.append(CameraView(name=name, image=images[i], intrinsic=intrinsic,
+                                T_lidar_cam=camera_to_lidar(_numbers(entry["cords"], (6,), f"{name}.cords", source),
+                                                            lidar_pose),
                                 depth=None if depths is None else depths[i]))
     return views
+
+
+def _numbers(value, shape, key, source):
+    """``value`` as a float64 array of ``shape`` with finite entries, else a DataError naming the key."""
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        arr = None
+    if arr is None or arr.size != int(np.prod(shape)) or not np.all(np.isfinite(arr)):
+        raise DataError(f"{source}: key '{key}' must be {' x '.join(map(str, shape))} finite numbers, got {value!r:.80}")
+    return arr.reshape(shape)
+
+
+def _image_size(image):
+    """(W, H) of a PIL image or an (H, W[, C]) array."""
+    return tuple(image.size) if hasattr(image, "size") and not isinstance(image, np.ndarray) else \
+        (int(image.shape[1]), int(image.shape[0]))
+
+
+def _check_image_size(image, intrinsic, name, source):
+    """The principal point of ``intrinsic`` must lie inside the image: an image of another size than the one
+    the intrinsics were calibrated for (e.g. a half-size copy) would otherwise project every point wrongly."""
+    w, h = _image_size(image)
+    cx, cy = intrinsic[0, 2], intrinsic[1, 2]
+    if not (0 < cx < w and 0 < cy < h):
+        raise DataError(f"{source}: image of '{name}' is {w}x{h} but key '{name}.intrinsic' has its principal "
+                        f"point at ({cx:g}, {cy:g}), outside the image (the image does not fit its intrinsics)")
 
 
 def _select_cameras(cameras, names):

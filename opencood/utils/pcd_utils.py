@@ -9,6 +9,8 @@ The reader handles ``DATA ascii``, ``binary`` and ``binary_compressed`` (LZF, th
 two little-endian uint32 sizes, then one LZF stream holding every field column after column). The
 LZF codec is a pair of numba-jitted byte loops (no external PCD dependency).
 """
+import os
+
 import numba
 import numpy as np
 
@@ -19,6 +21,7 @@ _HEADER_KEYS = ("VERSION", "FIELDS", "SIZE", "TYPE", "COUNT", "WIDTH", "HEIGHT",
 _NP_TYPES = {("F", 4): "<f4", ("F", 8): "<f8", ("U", 1): "u1", ("U", 2): "<u2", ("U", 4): "<u4",
              ("U", 8): "<u8", ("I", 1): "i1", ("I", 2): "<i2", ("I", 4): "<i4", ("I", 8): "<i8"}
 _MAX_HEADER_BYTES = 4096
+_LZF_MAX_RATIO = 88  # an LZF back-reference of 3 bytes expands to at most 264: the largest output per input
 
 # Ego-vehicle self-hit box in the LiDAR frame (metres), as the OPV2V loaders remove it.
 _EGO_X = (-1.95, 2.95)
@@ -323,6 +326,9 @@ def _header_numbers(path, header, fields):
         raise DataError(f"{path}: malformed PCD header (non-integer SIZE/COUNT/WIDTH/HEIGHT/POINTS)") from None
     if n_points < 0:
         raise DataError(f"{path}: malformed PCD header (negative POINTS)")
+    bad = [c for c in counts if c <= 0]
+    if bad:
+        raise DataError(f"{path}: malformed PCD header (COUNT {bad[0]}: every field needs COUNT >= 1)")
     return sizes, counts, n_points
 
 
@@ -332,6 +338,9 @@ def _header_layout(path, header):
         if key not in header:
             raise DataError(f"{path}: malformed PCD header (missing {key})")
     fields = [f.lower() for f in header["FIELDS"]]
+    twice = sorted({f for f in fields if fields.count(f) > 1})
+    if twice:
+        raise DataError(f"{path}: malformed PCD header (field '{twice[0]}' listed twice in FIELDS)")
     sizes, counts, n_points = _header_numbers(path, header, fields)
     dtypes = []
     for t, s in zip(header["TYPE"], sizes):
@@ -362,6 +371,9 @@ def _rgb_to_intensity(rgb_bits):
 def _read_ascii(path, body, fields, dtypes, counts, n_points):
     """Parse an ascii data section into (N, 4) float32 (rgb as float bit pattern or integer)."""
     n_cols = int(sum(counts))
+    if n_points * n_cols > (len(body) + 1) // 2:  # a value takes >= 2 bytes: check before allocating
+        raise DataError(f"{path}: truncated DATA section (header says {n_points} points x {n_cols} values, "
+                        f"the file has {len(body)} bytes of data)")
     values = np.empty(n_points * n_cols + 1, np.float64)  # one spare slot detects surplus values
     got = _parse_ascii_floats(np.frombuffer(body, np.uint8), values, _POW10)
     if got < 0:
@@ -412,31 +424,41 @@ def _field_dtype(fields, dtypes, counts):
     return np.dtype([(f, d) if c == 1 else (f, d, (c,)) for f, d, c in zip(fields, dtypes, counts)])
 
 
+def _record_bytes(dtypes, counts):
+    return sum(np.dtype(d).itemsize * c for d, c in zip(dtypes, counts))
+
+
 def _read_binary(path, body, fields, dtypes, counts, n_points):
+    size = _record_bytes(dtypes, counts)
+    if len(body) < size * n_points:  # checked before any array is built
+        raise DataError(f"{path}: truncated DATA section (expected {n_points} points, got {len(body) // size})")
     rec = _field_dtype(fields, dtypes, counts)
-    need = rec.itemsize * n_points
-    if len(body) < need:
-        raise DataError(f"{path}: truncated DATA section (expected {n_points} points, got "
-                        f"{len(body) // max(rec.itemsize, 1)})")
     arr = np.frombuffer(body, rec, count=n_points)
     return _fields_to_points(fields, {f: (arr[f] if arr[f].ndim == 1 else arr[f][:, 0]) for f in fields})
+
+
+def _compressed_sizes(path, first8, body_len, dtypes, counts, n_points):
+    """(compressed, raw) sizes of a binary_compressed data section, checked before anything is allocated."""
+    comp_size, raw_size = (int(v) for v in np.frombuffer(first8, "<u4"))
+    if body_len < 8 + comp_size:
+        raise DataError(f"{path}: truncated DATA section (expected {comp_size} compressed bytes, "
+                        f"got {body_len - 8})")
+    expected = _record_bytes(dtypes, counts) * n_points
+    if raw_size != expected or raw_size > _LZF_MAX_RATIO * comp_size + 2:
+        raise DataError(f"{path}: binary_compressed data says {raw_size} bytes from {comp_size} compressed, "
+                        f"expected {expected} for {n_points} points")
+    return comp_size, raw_size
 
 
 def _read_binary_compressed(path, body, fields, dtypes, counts, n_points):
     if len(body) < 8:
         raise DataError(f"{path}: truncated DATA section (missing compressed sizes)")
-    comp_size, raw_size = np.frombuffer(body[:8], "<u4")
-    if len(body) < 8 + int(comp_size):
-        raise DataError(f"{path}: truncated DATA section (expected {int(comp_size)} compressed bytes, "
-                        f"got {len(body) - 8})")
+    comp_size, raw_size = _compressed_sizes(path, body[:8], len(body), dtypes, counts, n_points)
     try:
         raw = lzf_decompress(body[8:8 + int(comp_size)], int(raw_size))
     except ValueError as exc:
         raise DataError(f"{path}: corrupt binary_compressed data ({exc})") from None
     itemsizes = [np.dtype(d).itemsize * c for d, c in zip(dtypes, counts)]
-    if sum(itemsizes) * n_points != len(raw):
-        raise DataError(f"{path}: binary_compressed data holds {len(raw)} bytes, expected "
-                        f"{sum(itemsizes) * n_points} for {n_points} points")
     columns = {}
     pos = 0
     for f, d, c, s in zip(fields, dtypes, counts, itemsizes):
@@ -447,7 +469,9 @@ def _read_binary_compressed(path, body, fields, dtypes, counts, n_points):
 
 
 def pcd_to_np(path):
-    """Read a PCD file into an (N, 4) float32 array ``[x, y, z, intensity]``.
+    """Read a PCD file into an (N, 4) float32 array ``[x, y, z, intensity]``; rows with a NaN or infinite
+    coordinate are dropped (:func:`read_pcd_points` keeps them; the datasets count them, see
+    :mod:`opencood.utils.input_stats`).
 
     Args:
         path: PCD file (``DATA ascii|binary|binary_compressed``; FIELDS ``x y z rgb`` or ``x y z intensity``,
@@ -455,11 +479,48 @@ def pcd_to_np(path):
 
     Returns:
         (N, 4) float32, sensor frame (metres); intensity = red channel / 255 for rgb files, the raw
-        ``intensity`` field otherwise. Rows with a NaN coordinate are dropped.
+        ``intensity`` field otherwise.
 
     Raises:
         DataError: missing, truncated or malformed file (one line naming ``path``).
     """
+    points = read_pcd_points(path)
+    return points[np.isfinite(points[:, :3]).all(axis=1)]
+
+
+def read_pcd_header(path):
+    """Parse and check only the header of a PCD file (the data section is not decoded).
+
+    The header's counts are checked against the file size, as the full reader does before allocating.
+
+    Returns:
+        (number of points, DATA kind).
+
+    Raises:
+        DataError: as :func:`pcd_to_np` for the header.
+    """
+    path = str(path)
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(_MAX_HEADER_BYTES + 512)
+            size = os.fstat(fh.fileno()).st_size
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read PCD ({exc.strerror or exc})") from None
+    header, start = _parse_header(path, raw)
+    _, dtypes, counts, n_points, kind = _header_layout(path, header)
+    body = size - start
+    least = {"ascii": 2 * n_points * sum(counts) - 1, "binary": _record_bytes(dtypes, counts) * n_points,
+             "binary_compressed": 8 if n_points else 0}[kind]
+    if body < least:
+        raise DataError(f"{path}: truncated DATA section (header says {n_points} points, the file has {body} "
+                        f"bytes of data)")
+    if kind == "binary_compressed" and n_points:
+        _compressed_sizes(path, raw[start:start + 8], body, dtypes, counts, n_points)
+    return n_points, kind
+
+
+def read_pcd_points(path):
+    """:func:`pcd_to_np` without dropping any row (non-finite coordinates kept)."""
     path = str(path)
     try:
         with open(path, "rb") as fh:
@@ -469,9 +530,10 @@ def pcd_to_np(path):
     header, start = _parse_header(path, raw)
     fields, dtypes, counts, n_points, kind = _header_layout(path, header)
     body = raw[start:]
+    if n_points == 0:
+        return np.empty((0, 4), np.float32)
     reader = {"ascii": _read_ascii, "binary": _read_binary, "binary_compressed": _read_binary_compressed}[kind]
-    points = reader(path, body, fields, dtypes, counts, n_points)
-    return points[~np.isnan(points[:, :3]).any(axis=1)]
+    return reader(path, body, fields, dtypes, counts, n_points)
 
 
 # ------------------------------------------------------------------------------------------------ writing
