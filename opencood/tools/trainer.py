@@ -29,6 +29,7 @@ from opencood.hypes_yaml.yaml_utils import (BASE_KEY, IGNORED_KEY, SOURCE_KEY, a
 from opencood.tools import loaders, train_utils
 from opencood.tools.inference import FUSION_METHODS, check_fusion_method
 from opencood.utils import checkpoint as ckpt
+from opencood.utils import input_stats
 from opencood.utils.atomic_io import atomic_write_bytes, remove_stale_temp_files
 from opencood.utils.errors import exit_on_error
 from opencood.utils.log import FILE_ONLY, close_log_file, setup_logging
@@ -310,6 +311,9 @@ class _Training:
         self.criterion = train_utils.create_loss(hypes)
         self.train_set = build_dataset(hypes, visualize=False, train=True)
         self.val_set = build_dataset(hypes, visualize=False, train=False)
+        self.input_stats = [s for s in map(_input_stats, (self.train_set, self.val_set)) if s is not None]
+        for stats in self.input_stats:  # created here, in the main process: the workers share them
+            stats.take()
         workers = opt.num_workers if opt.num_workers is not None else min(4, os.cpu_count() or 1)
         self.train_loader, self.val_loader = loaders.build_loaders(
             self.train_set, self.val_set, int(require(hypes, "train_params.batch_size")), workers, self.device,
@@ -420,6 +424,7 @@ class _Training:
                 self._validate(epoch)
             if self.dd.main and (epoch % self.save_freq == 0 or final):
                 self.checkpointer.save(epoch + 1, self.model, self._state(epoch + 1))
+            self._report_inputs(epoch)
             self.dd.barrier()
         if self.dd.enabled:
             _check_ranks_in_sync(self.model, self.dd)
@@ -442,6 +447,12 @@ class _Training:
                         f"lr {self.ctx.optimizer.param_groups[0]['lr']:.2e}")
         self.scheduler.step()
 
+    def _report_inputs(self, epoch):
+        """One ``inputs:`` line per epoch when the degenerate-input policy dropped, converted or met anything."""
+        line = input_stats.summary_line(input_stats.merge(*(s.take() for s in self.input_stats)))
+        if line and self.dd.main:
+            logger.info(f"epoch {epoch}: {line}")
+
     def _validate(self, epoch):
         """Rank 0 validates, every rank gets the value; a new best replaces the bestval checkpoint."""
         val_loss = validate(self.model, self.criterion, self.val_loader, self.val_set, self.device,
@@ -454,6 +465,11 @@ class _Training:
         if val_loss < self.best_val:
             self.best_val = val_loss
             self.checkpointer.save_bestval(epoch + 1, self.model, self._state(epoch + 1))
+
+
+def _input_stats(dataset):
+    """The degenerate-input counters of a fusion dataset's base loader (None when it keeps none)."""
+    return getattr(getattr(dataset, "base", dataset), "input_stats", None)
 
 
 @torch.no_grad()

@@ -226,7 +226,7 @@ def _check_image_size(image, intrinsic, name, source):
     the intrinsics were calibrated for (e.g. a half-size copy) would otherwise project every point wrongly."""
     w, h = _image_size(image)
     cx, cy = intrinsic[0, 2], intrinsic[1, 2]
-    if not (0 < cx < w and 0 < cy < h):
+    if not (0 <= cx < w and 0 <= cy < h):
         raise DataError(f"{source}: image of '{name}' is {w}x{h} but key '{name}.intrinsic' has its principal "
                         f"point at ({cx:g}, {cy:g}), outside the image (the image does not fit its intrinsics)")
 

@@ -30,7 +30,8 @@ from opencood.utils.box_utils import world_objects_to_boxes
 from opencood.utils.camera_utils import cameras_from_agent_yaml
 from opencood.utils.decode_cache import DecodeCache
 from opencood.utils.errors import DataError
-from opencood.utils.pcd_utils import pcd_to_np
+from opencood.utils.input_stats import InputStats
+from opencood.utils.pcd_utils import read_pcd_points
 from opencood.utils.registry import BASE_DATASETS
 
 # ``obj_type`` strings of V2X-Real / V2V4Real agent YAMLs -> super-class (spec data_eval §2; the misspelt
@@ -147,10 +148,6 @@ def _read_image(path, mode=None):
     except (OSError, ValueError) as e:
         raise DataError(f"{path}: cannot read image ({' '.join(str(e).split())})") from None
     return img.convert(mode) if mode else img
-
-
-def _read_rgb(path):
-    return _read_image(path, "RGB")
 
 
 def _read_extension(path):
@@ -274,6 +271,14 @@ class OPV2VBaseDataset(BaseDataset):
             return os.path.join(self.paths["hetero_dir"], scen["name"], cav, f"{ts}_{channels}.pcd")
         return os.path.join(scen["path"], cav, f"{ts}.pcd")
 
+    @property
+    def input_stats(self):
+        """Degenerate-input counters (:class:`~opencood.utils.input_stats.InputStats`), shared with the
+        DataLoader workers when first used in the main process (the trainer does so before loading)."""
+        if "_input_stats" not in self.__dict__:
+            self._input_stats = InputStats()
+        return self._input_stats
+
     def _decode(self, path, decode, kind):
         """``decode(path)`` through the decoded-file cache when ``data_cache_dir`` is set."""
         return decode(path) if self.cache is None else self.cache.get(path, decode, kind)
@@ -323,7 +328,8 @@ class OPV2VBaseDataset(BaseDataset):
             _loader_data=vehicles)
         lidar, camera = self._sensors(modality)
         if lidar:
-            agent.points = self._decode(self._lidar_path(scen, cav, ts, modality), pcd_to_np, "npy")
+            agent.points = self.input_stats.clean_points(  # (P, 4), the cloud policy of utils.input_stats
+                self._decode(self._lidar_path(scen, cav, ts, modality), read_pcd_points, "npy"))
         if camera:
             agent.cameras = self._load_cameras(scen, cav, ts, params, params_path, pose)
         agent.extensions = {ext: _read_extension(extension_path(self.paths, scen["name"], cav, ts, ext))
@@ -337,7 +343,8 @@ class OPV2VBaseDataset(BaseDataset):
         if missing:
             raise DataError(f"{params_path}: missing key '{missing[0]}' (camera input requested)")
         cav_dir = os.path.join(scen["path"], cav)
-        images = [self._decode(os.path.join(cav_dir, f"{ts}_{n}.png"), _read_rgb, "pkl") for n in names]
+        images = [self.input_stats.rgb(self._decode(os.path.join(cav_dir, f"{ts}_{n}.png"), _read_image, "obj"))
+                  for n in names]  # non-RGB files converted and counted
         depths = None
         if "depth" in self.input_source:
             het_dir = os.path.join(self.paths["hetero_dir"], scen["name"], cav)
