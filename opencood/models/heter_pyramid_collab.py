@@ -105,16 +105,7 @@ class HeterPyramidCollab(HeterModelBaseline):
             :class:`FeatureChain`; ``stages['_agents']`` is the map every agent hands to the pyramid.
         """
         cfg = cls.CONFIG.parse(args, "model.args", source)
-        stages, crops, outputs = {}, {}, {}
-        for m, section in cls.agent_type_configs(cfg).items():
-            tcfg = cls.parse_agent_type(m, section, source)
-            stages[m] = cls.type_chain(m, tcfg, source)
-            out = stages[m]["backbone"]
-            if tcfg.sensor_type == "camera":
-                crops[m] = cls.camera_grid(m, tcfg, source).crop_ratio(cfg.lidar_range)
-                out = out.strided(out.channels, 1, [int(round(n * r)) for n, r in zip(out.size, crops[m])])
-            outputs[m] = out
-        agents = _common_output(outputs, source)
+        stages, crops, agents = agents_output(cls, cfg, source)
         where = "model.args.fusion_backbone"
         check_channels(cfg.fusion_backbone.get("inplanes"), agents, f"{where}.inplanes", source)
         out = ResNetBEVBackbone.feature_info(_resnet_part(cfg.fusion_backbone), agents, where, source)
@@ -182,6 +173,24 @@ class HeterPyramidCollab(HeterModelBaseline):
         out = self.decode_and_detect(fused)
         out["occ_single_list"] = occ
         return out
+
+
+def agents_output(model_cls, cfg, source):
+    """Every type's encoder/backbone chain and the one map all agents hand to the shared fusion backbone.
+
+    Returns:
+        (stages ``{m: {...}}``, camera crop ratios ``{m: (r_H, r_W)}``, :class:`FeatureInfo` on the LiDAR grid).
+    """
+    stages, crops, outputs = {}, {}, {}
+    for m, section in model_cls.agent_type_configs(cfg).items():
+        tcfg = model_cls.parse_agent_type(m, section, source)
+        stages[m] = model_cls.type_chain(m, tcfg, source)
+        out = stages[m]["backbone"]
+        if tcfg.sensor_type == "camera":
+            crops[m] = model_cls.camera_grid(m, tcfg, source).crop_ratio(cfg.lidar_range)
+            out = out.strided(out.channels, 1, [int(round(n * r)) for n, r in zip(out.size, crops[m])])
+        outputs[m] = out
+    return stages, crops, _common_output(outputs, source)
 
 
 def _resnet_part(section):

@@ -164,7 +164,6 @@ class PoseGraph:
         if not clusters or not free:
             return self.poses.copy()
         dims = 3 if self.cfg.landmark_SE2 else 2
-        slot = {a: k for k, a in enumerate(free)}
         edges = [(int(self.owners[i]), li, i) for li, c in enumerate(clusters) for i in c]
         x0 = np.concatenate([self.poses[free].reshape(-1),
                              np.concatenate([self.world[c[0], :dims] for c in clusters])])
