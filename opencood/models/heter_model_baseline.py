@@ -23,7 +23,9 @@ import torchvision.transforms.functional as TF
 
 from opencood.models.base_model import CooperativeModel
 from opencood.models.fuse_modules.fusion_input import FusionInput
+from opencood.models.fuse_modules.warp import agent_batch_index
 from opencood.models.sub_modules.base_bev_backbone import BaseBEVBackbone
+from opencood.models.sub_modules.degradation import DEGRADATION, MessageDegradation
 from opencood.models.sub_modules.downsample_conv import DownsampleConv
 from opencood.models.heads.anchor_head import HEAD_MODEL_KEYS, build_detection_heads
 from opencood.models.sub_modules.feature_info import check_channels, format_cell, same_cell
@@ -115,6 +117,8 @@ COMMON_KEYS = dict(fusion_keys(), **HEAD_MODEL_KEYS, **{
                                      "checked against the model's output cell"),
     "anchor_voxel_size": Key(list, None, "derived (preprocess.args.voxel_size): voxel [vx, vy, vz] metres of the "
                                          "anchor grid", length=3),
+    "comm_degradation": Key(dict, None, "eval only: loss / noise / quantisation of what collaborators transmit "
+                                        "(sub_modules/degradation.py)", schema=DEGRADATION),
 })
 
 
@@ -147,6 +151,7 @@ class HeterModelBaseline(CooperativeModel):
 
     CONFIG = Schema(COMMON_KEYS, patterns={AGENT_TYPE_RE: Key(dict, None, "an agent type", schema=AGENT_TYPE)},
                     name="heter_model_baseline")
+    TRANSMITTED = "feature"  # what a collaborator sends: its BEV feature map (GenComm: its "message")
 
     def __init__(self, args):
         super().__init__()
@@ -160,6 +165,7 @@ class HeterModelBaseline(CooperativeModel):
         for m, section in self.agent_type_configs(cfg).items():
             self.build_agent_type(m, self.parse_agent_type(m, section, self.source), chain.stages[m])
         self.fusion_net = build_fusion(cfg, self.feature.channels, self.source)
+        self.degradation = MessageDegradation.from_args(cfg.comm_degradation, self.source)
         if cfg.anchor_number is None:
             raise ConfigError(f"{self.source}: missing key 'model.args.anchor_number'")
         for name, head in build_detection_heads(self.feature.channels, cfg, self.source).items():
@@ -362,7 +368,20 @@ class HeterModelBaseline(CooperativeModel):
         names = next(iter(per_type.values()))
         stacked = {name: self.stack_in_agent_order({m: out[name] for m, out in per_type.items()}, modality_list)
                    for name in names}
+        self.degrade_transmitted(stacked, data_dict, aux)
         return stacked.pop("feature"), stacked, aux
+
+    def degrade_transmitted(self, stacked, data_dict, aux):
+        """Eval only: degrade the collaborators' rows of the transmitted tensor ``stacked[TRANSMITTED]`` in
+        place (``model.args.comm_degradation``); ``aux['message_bits']`` tells ``comm_volume`` the bits per
+        value when quantised."""
+        if self.training or not self.degradation.active:
+            return
+        sent = stacked[self.TRANSMITTED]  # (N, C', H, W)
+        _, local_idx = agent_batch_index(data_dict["record_len"].to(sent.device), total=sent.shape[0])
+        stacked[self.TRANSMITTED] = self.degradation(sent, local_idx == 0)
+        if self.degradation.message_bits is not None:
+            aux["message_bits"] = self.degradation.message_bits
 
     @staticmethod
     def stack_in_agent_order(per_type, modality_list):
@@ -391,6 +410,7 @@ class HeterModelBaseline(CooperativeModel):
                            affine=self.affine_matrix(data_dict),
                            pairwise_t_matrix=data_dict["pairwise_t_matrix"],
                            agent_types=data_dict.get("agent_modality_list"),
+                           prior=data_dict.get("agent_prior"),  # (N, 3) [delay s, speed m/s, infrastructure]
                            lidar_range=tuple(self.lidar_range), cell=self.feature.cell)
 
     def detect(self, fused):

@@ -5,7 +5,8 @@ Per agent k of type mX (on top of :class:`HeterModelBaseline`):
 1. ``F_k`` = encoder_mX -> backbone_mX -> shrinker_mX (N, C, H, W), own frame.
 2. ``M_k`` = message_extractor_mX(F_k) (N, 2, H, W) — the only thing a collaborator sends. Camera maps: the
    message is extracted on the camera grid, then F and M are centre-cropped / zero-padded to the LiDAR grid.
-3. Optional eval-only message dropout (``missing_message``): non-ego messages times a random 0/1 mask.
+3. Optional eval-only degradation of the non-ego messages (``model.args.comm_degradation``; the reference's
+   ``missing_message`` = a random 0/1 mask per cell maps onto it), in the baseline's encode loop.
 4. Generation in the ego's semantic space: start = each sample's ego feature, conditioned on ``M_k``
    (``gencomm`` generator, T UNet calls, batched over agents), then the Channel ``enhancer``.
 5. ``fusion_net`` in the ego frame (warping by ``pairwise_t_matrix``), ``cls/reg/dir`` heads.
@@ -35,7 +36,8 @@ Extra ``model.args`` keys (besides the baseline's; see ``CONFIG``):
         ``sender_frame`` = the ego's feature is first warped into the sender's frame (ego content then
         lines up with the sender's view instead of leaving displaced copies after fusion).
     missing_message: False; ``missing_message_ratio`` (stage 1: 0.4, stage 2: 0.1 as the reference):
-        at eval only, each non-ego message cell is zeroed with that probability (robustness study).
+        at eval only, each non-ego message cell is zeroed with that probability (robustness study) = shorthand
+        for ``comm_degradation: {mask_ratio: missing_message_ratio, mask_unit: cell}`` (which wins when given).
 """
 import torch
 
@@ -44,6 +46,7 @@ from opencood.models.heter_model_baseline import HeterModelBaseline
 from opencood.models.sub_modules.cond_diffusion import GenCommGenerator
 from opencood.models.sub_modules.diffusion_unet import DiffusionUNet
 from opencood.models.sub_modules.enhancer import Enhancer
+from opencood.models.sub_modules.degradation import MessageDegradation
 from opencood.models.sub_modules.message_extractor import MessageExtractor
 from opencood.utils.config import REQUIRED, Key
 from opencood.utils.errors import CheckpointError, ConfigError
@@ -84,6 +87,7 @@ class HeterModelBaselineWGenComm(HeterModelBaseline):
         args: YAML ``model.args`` (see the module docstring and ``CONFIG``).
     """
 
+    TRANSMITTED = "message"
     CONFIG = HeterModelBaseline.CONFIG.extend({
         "gencomm": Key(dict, None, "message-conditioned diffusion generator", schema=GENERATOR_CONFIG),
         "diffcomm": Key(dict, None, "old name of gencomm (same content)", schema=GENERATOR_CONFIG),
@@ -112,8 +116,9 @@ class HeterModelBaselineWGenComm(HeterModelBaseline):
         self.enhancer = Enhancer.from_config({"in_ch": channels})
         self.generate_ego = cfg.generate_ego
         self.generation_start = cfg.generation_start
-        self.missing_message = cfg.missing_message
-        self.missing_ratio = cfg.missing_message_ratio
+        if cfg.missing_message and cfg.comm_degradation is None:
+            self.degradation = MessageDegradation.from_args(
+                {"mask_ratio": cfg.missing_message_ratio, "mask_unit": "cell"}, self.source)
 
     @classmethod
     def channel_keys(cls, cfg):
@@ -158,21 +163,6 @@ class HeterModelBaselineWGenComm(HeterModelBaseline):
         theta = self.affine_matrix(data_dict)[sample_idx, local_idx, 0]  # (N, 2, 3): ego map -> agent k grid
         return warp_affine_simple(x_start, theta, features.shape[-2:]).to(features.dtype)
 
-    def drop_messages(self, messages, is_ego):
-        """Eval-time robustness study: zero each non-ego message cell with prob. ``missing_ratio``.
-
-        Args:
-            messages: (N, M, H, W).
-            is_ego: (N,) bool.
-
-        Returns:
-            (N, M, H, W) messages (ego rows untouched; one mask per cell, shared by the M channels).
-        """
-        n, _, h, w = messages.shape
-        keep = torch.rand(n, 1, h, w, device=messages.device) >= self.missing_ratio
-        keep = keep | is_ego.view(n, 1, 1, 1)  # (a where, not a boolean-index write: no device sync)
-        return messages * keep.to(messages.dtype)
-
     def forward(self, data_dict):
         """Args:
             data_dict: batch['ego'] (``inputs_mX``, ``agent_modality_list``, ``record_len`` (B,),
@@ -186,11 +176,9 @@ class HeterModelBaselineWGenComm(HeterModelBaseline):
             collaborators with ``generate_ego: false``), plus ``depth_items_mX`` of camera encoders.
         """
         features, extras, aux = self.encode_agents(data_dict)  # (N, C, H, W), {message: (N, M, H, W)}
-        messages = extras["message"]
+        messages = extras["message"]  # collaborators' rows degraded at eval (comm_degradation)
         record_len = data_dict["record_len"]
         is_ego = self.ego_mask(record_len, features.shape[0], features.device)  # (N,)
-        if self.missing_message and not self.training:
-            messages = self.drop_messages(messages, is_ego)
 
         x_start = self.generation_start_features(features, data_dict)  # (N, C, H, W)
         if self.generate_ego:  # every agent generated: no index (and no device-to-host sync) needed

@@ -7,7 +7,8 @@ over all (frame, collaborator) pairs of the test set, and its log2. See ``docs/c
 
 Message kinds (one function each, all return bytes as an int):
 
-* dense feature map (intermediate fusion): C x H x W values at the map's dtype (:func:`dense_bytes`);
+* dense feature map (intermediate fusion): C x H x W values at the map's dtype, or at ``message_bits`` bits
+  (output key set by ``model.args.comm_degradation.bits``) + 8 bytes of bounds (:func:`dense_bytes`);
 * masked / sparse map (Where2comm-style): kept cells x C values at the dtype + the cheaper of a 1-bit-per-cell
   mask or one cell index per kept cell (:func:`sparse_bytes`);
 * codebook indices: cells x codes per cell x ceil(log2(codebook size)) bits, rounded up to bytes
@@ -35,8 +36,14 @@ def dtype_bytes(dtype):
     return torch.empty((), dtype=dtype).element_size()
 
 
-def dense_bytes(channels, height, width, dtype=torch.float32):
-    """A dense (C, H, W) map: C * H * W * element size."""
+QUANT_BOUNDS_BYTES = 8  # a quantised message also carries its float32 min and max
+
+
+def dense_bytes(channels, height, width, dtype=torch.float32, bits=None):
+    """A dense (C, H, W) map: C * H * W * element size; quantised to ``bits`` bits per value
+    (``comm_degradation.bits``): ceil(C * H * W * bits / 8) + 8 bytes of float32 bounds."""
+    if bits is not None:
+        return math.ceil(int(channels) * int(height) * int(width) * int(bits) / 8) + QUANT_BOUNDS_BYTES
     return int(channels) * int(height) * int(width) * dtype_bytes(dtype)
 
 
@@ -104,7 +111,7 @@ def intermediate_bytes(output, record_len):
     if "comm_mask" in output:
         mask = output["comm_mask"]  # (N, 1, H, W)
         return [sparse_bytes((mask[i] > 0).sum().item(), c, h, w, payload.dtype) for i in rows]
-    return [dense_bytes(c, h, w, payload.dtype) for _ in rows]
+    return [dense_bytes(c, h, w, payload.dtype, output.get("message_bits")) for _ in rows]
 
 
 def late_bytes(batch, outputs, post_processor):

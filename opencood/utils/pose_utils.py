@@ -16,6 +16,7 @@ extrinsics) is never changed.
 """
 import numpy as np
 
+from opencood.utils.comm_delay import ASYNC_ARGS, check_async_args
 from opencood.utils.config import Cfg, Key, Schema
 from opencood.utils.errors import ConfigError
 
@@ -30,7 +31,9 @@ NOISE_SETTING = Schema({
         "rot_mean": Key(float, 0.0, "mean of the yaw noise, degrees"),
         "laplace": Key(bool, False, "Laplace instead of Gaussian noise"),
     }, name="pose noise")),
-}, name="localisation noise")
+    "add_async_noise": Key(bool, False, "communication delay of the collaborators (opencood.utils.comm_delay)"),
+    "async_args": Key(dict, {}, "delay model (opencood.utils.comm_delay)", schema=ASYNC_ARGS),
+}, name="localisation noise and communication delay")
 
 
 def generate_noise(pos_std, rot_std, pos_mean=0.0, rot_mean=0.0, rng=None):
@@ -61,24 +64,33 @@ def generate_noise_laplace(pos_b, rot_b, pos_mu=0.0, rot_mu=0.0, rng=None):
 
 
 def parse_noise_setting(noise_setting, source="config"):
-    """The ``noise_setting`` section with defaults filled in (None: no noise; a parsed section is returned as is).
+    """The ``noise_setting`` section with defaults filled in (None: no noise; a parsed section is checked only).
 
     Raises:
-        ConfigError: a bad key, or ``args.pos_std`` / ``args.rot_std`` missing while noise is on.
+        ConfigError: a bad key, ``args.pos_std`` / ``args.rot_std`` missing or negative while pose noise is on,
+            a negative delay setting while delay is on.
     """
-    if isinstance(noise_setting, Cfg):
-        return noise_setting
-    cfg = NOISE_SETTING.parse(noise_setting or {}, "noise_setting", source)
+    cfg = noise_setting if isinstance(noise_setting, Cfg) else \
+        NOISE_SETTING.parse(noise_setting or {}, "noise_setting", source)
     if noise_enabled(cfg):
         for key in ("pos_std", "rot_std"):
             if cfg.args[key] is None:
                 raise ConfigError(f"{source}: missing key 'noise_setting.args.{key}' (needed when add_noise is true)")
+            if cfg.args[key] < 0:
+                raise ConfigError(f"{source}: key 'noise_setting.args.{key}' must be >= 0, got {cfg.args[key]}")
+    if delay_enabled(cfg):
+        check_async_args(cfg.async_args, source)
     return cfg
 
 
 def noise_enabled(noise_setting):
     """True when a parsed ``noise_setting`` asks for pose noise."""
     return bool(noise_setting.add_noise and noise_setting.add_pose_noise)
+
+
+def delay_enabled(noise_setting):
+    """True when a parsed ``noise_setting`` asks for communication delay (``add_noise`` and ``add_async_noise``)."""
+    return bool(noise_setting.add_noise and noise_setting.add_async_noise)
 
 
 def add_noise_data_dict(agents, noise_setting, rng=None):

@@ -149,9 +149,9 @@ def test_missing_message_only_at_eval_and_never_for_the_ego():
     batch = make_batch()
     with torch.no_grad():
         eval_msg = model(batch)["message"]
-        model.missing_message = False
+        model.degradation.mask_ratio = 0.0  # missing_message = comm_degradation {mask_ratio, mask_unit: cell}
         full_msg = model(batch)["message"]
-        model.missing_message = True
+        model.degradation.mask_ratio = 0.5
         model.train()
         train_msg = model(batch)["message"]
     assert (train_msg != 0).any(dim=1).all()  # no dropout while training
@@ -161,7 +161,7 @@ def test_missing_message_only_at_eval_and_never_for_the_ego():
     assert 0.3 < zeroed.float().mean() < 0.7
     kept = eval_msg[~ego] != 0
     assert torch.equal(eval_msg[~ego][kept], full_msg[~ego][kept])
-    assert build(name="heter_model_baseline_w_gencomm_stage2").missing_ratio == 0.1
+    assert build(name="heter_model_baseline_w_gencomm_stage2", missing_message=True).degradation.mask_ratio == 0.1
 
 
 def test_stage2_trainable_parameters_and_required_prefixes():

@@ -33,7 +33,8 @@ from opencood.data_utils.pre_processor import build_preprocessor
 from opencood.utils.box_utils import mask_boxes_outside_range_numpy
 from opencood.utils.config import REQUIRED, Key, LookupFailed, Schema
 from opencood.utils.errors import ConfigError
-from opencood.utils.pose_utils import NOISE_SETTING, parse_noise_setting
+from opencood.utils.comm_delay import FRAME_MS, HistoryClamp, apply_delay
+from opencood.utils.pose_utils import NOISE_SETTING, add_noise_data_dict, delay_enabled, parse_noise_setting
 from opencood.utils.registry import BASE_DATASETS
 
 LABEL_KEYS = ("pos_equal_one", "neg_equal_one", "targets")
@@ -136,6 +137,9 @@ class BaseFusionDataset(Dataset):
         self.gt_range = list(post.get("gt_range", self.cav_lidar_range))
         self.comm_range = float(self.top_cfg.comm_range)
         self.noise_setting = parse_noise_setting(self.top_cfg.noise_setting, self.source)
+        if delay_enabled(self.noise_setting) and not base_cls.supports_delay():
+            self.base.load_agent_at(None, 0)  # the loader's one-line ConfigError: no frame history
+        self.delay_clamp = HistoryClamp()
         self.proj_first = bool(self.fusion_cfg.args.proj_first)
         self.max_cav = self.base.max_cav
         self.data_augmentor = DataAugmentor(self.top_cfg.data_augment, train, self.source)
@@ -151,6 +155,30 @@ class BaseFusionDataset(Dataset):
         self.class_names = list(names) if names and len(names) > 1 else []  # [] = class-agnostic
         accepted = inspect.signature(post_processor.generate_label).parameters
         self.label_class_arg = next((a for a in ("gt_class", "classes") if a in accepted), None)
+
+    def agents_of(self, idx, rng):
+        """The agents of sample ``idx`` as they reach the ego: the base loader's records (ego first), each
+        collaborator replaced by its record from the delayed frame when ``noise_setting.add_async_noise`` is on
+        (``comm_delay.apply_delay``; GT objects stay the current frame's), then every pose with localisation
+        noise when ``noise_setting`` asks for it (``pose_utils.add_noise_data_dict``; clean poses kept).
+
+        Args:
+            idx: sample index.
+            rng: the sample's generator (``base.sample_rng(idx)``); draws: base loader, delays, pose noise.
+
+        Returns:
+            list of ``AgentFrame``.
+        """
+        agents = self.base.retrieve_base_data(idx, rng)
+        if delay_enabled(self.noise_setting):
+            agents = apply_delay(self.base, agents, self.noise_setting.async_args, rng, self.delay_clamp)
+        return add_noise_data_dict(agents, self.noise_setting, rng)
+
+    @staticmethod
+    def agent_prior(agents):
+        """(n, 3) float32 ``[delay s, speed m/s, infrastructure 0/1]`` per agent (``FusionInput.prior``)."""
+        return np.asarray([[a.time_delay * FRAME_MS / 1000.0, a.speed, float(a.is_infrastructure)]
+                           for a in agents], dtype=np.float32).reshape(-1, 3)
 
     # ------------------------------------------------------------------ epoch / size
     def __len__(self):

@@ -1,8 +1,9 @@
 """Early fusion: all agents' points are projected into the ego frame and voxelised once (spec §3.4).
 
-Per sample: agents within ``comm_range`` of the ego (clean poses: early fusion applies no pose noise);
-points shuffled, self-hits removed, projected to the ego (CLEAN poses), stacked; GT = objects of all
-agents w.r.t. the clean ego pose (de-dup by id); training augmentation (``data_augment``); points cropped to
+Per sample: agents within ``comm_range`` of the ego (believed poses: with ``noise_setting`` noisy, as in
+intermediate fusion; the reference's early fusion ignored pose noise); points shuffled, self-hits removed,
+projected to the ego with the believed poses, stacked; GT = objects of all agents w.r.t. the clean ego pose
+(de-dup by id); training augmentation (``data_augment``); points cropped to
 ``cav_lidar_range`` (open interval); GT boxes with any corner outside the GT range removed
 (``cav_lidar_range`` in training, ``gt_range`` in evaluation); one voxelisation.
 
@@ -24,13 +25,13 @@ class EarlyFusionDataset(BaseFusionDataset):
 
     def __getitem__(self, idx):
         rng = self.base.sample_rng(idx)
-        agents = self.base.retrieve_base_data(idx, rng)  # early fusion is noise-free: lidar_pose is clean
-        ego_pose = agents[0].lidar_pose
+        agents = self.agents_of(idx, rng)  # delay and pose noise applied
+        ego_pose = agents[0].lidar_pose  # believed (noisy) pose: the points are projected with what is believed
         agents = [a for a in agents if bev_distance(a.lidar_pose, ego_pose) <= self.comm_range]
         clouds = [project_points(mask_ego_points(shuffle_points(a.points, rng)), x1_to_x2(a.lidar_pose, ego_pose))
                   for a in agents]
         points = np.concatenate(clouds, axis=0)
-        gt = self.filter_and_pad(self.base.objects_in_frame(agents, ego_pose))
+        gt = self.filter_and_pad(self.base.objects_in_frame(agents, agents[0].lidar_pose_clean))  # clean ego frame
         aug = self.data_augmentor({"lidar_np": points, "object_bbx_center": gt.center,
                                    "object_bbx_mask": gt.mask}, rng)
         points = mask_points_by_range(aug["lidar_np"], self.cav_lidar_range)

@@ -5,7 +5,8 @@ Sample (``ds[idx]['ego']``):
   object_bbx_center (150, 7), object_bbx_mask (150,), object_bbx_class (150,) int64, object_ids — fused GT in
   the CLEAN ego frame; anchor_box (H', W', A, 7); processed_lidar [per-agent voxel dicts]; label_dict; cav_num;
   pairwise_t_matrix (L, L, 4, 4) ([i, j] = T_{j<-i} from noisy poses; identity if proj_first);
-  lidar_poses, lidar_poses_clean (n, 6); sample_idx; cav_id_list; origin_lidar (P, 4) when visualize (all
+  lidar_poses, lidar_poses_clean (n, 6); agent_prior (n, 3) [delay s, speed m/s, infrastructure] (collated
+  (N, 3), the model's ``FusionInput.prior``); sample_idx; cav_id_list; origin_lidar (P, 4) when visualize (all
   agents' points in the ego frame, projected with the noisy poses — what the model sees).
 
 ``use_cav: N`` (top level or ``fusion.args``): GT from every agent in range, inputs only from the first N
@@ -18,7 +19,6 @@ from opencood.data_utils.datasets.base_fusion_dataset import (
     BaseFusionDataset, bev_distance, project_points, to_tensor)
 from opencood.utils.config import Key
 from opencood.utils.pcd_utils import mask_ego_points, shuffle_points
-from opencood.utils.pose_utils import add_noise_data_dict
 from opencood.utils.registry import DATASETS
 from opencood.utils.transformation_utils import get_pairwise_transformation, x1_to_x2
 
@@ -45,8 +45,7 @@ class IntermediateFusionDataset(BaseFusionDataset):
     # ------------------------------------------------------------------ sample
     def __getitem__(self, idx):
         rng = self.base.sample_rng(idx)
-        agents = self.base.retrieve_base_data(idx, rng)
-        add_noise_data_dict(agents, self.noise_setting, rng)
+        agents = self.agents_of(idx, rng)  # delay and pose noise applied
         kept = self.select_agents(agents)
         if not kept:
             return None
@@ -95,6 +94,7 @@ class IntermediateFusionDataset(BaseFusionDataset):
             "lidar_poses": np.asarray([a.lidar_pose for a in feat_agents], dtype=np.float32),
             "lidar_poses_clean": np.asarray([a.lidar_pose_clean for a in feat_agents], dtype=np.float32),
             "sample_idx": idx, "cav_id_list": [a.agent_id for a in feat_agents],
+            "agent_prior": self.agent_prior(feat_agents),
         }
         sample.update(self.agent_inputs(feat_agents, ego.lidar_pose, rng))
         if self.supervise_single:
@@ -130,7 +130,7 @@ class IntermediateFusionDataset(BaseFusionDataset):
     def collate_batch_train(self, batch):
         """Collate samples (None skipped) -> {'ego': batch dict} or None if nothing is left.
 
-        Shapes: record_len (B,), object_bbx_center (B, 150, 7), object_bbx_mask (B, 150), object_bbx_class
+        Shapes: record_len (B,), agent_prior (N, 3), object_bbx_center (B, 150, 7), object_bbx_mask (B, 150), object_bbx_class
         (B, 150) int64, pairwise_t_matrix (B, L, L, 4, 4), lidar_pose / lidar_pose_clean (N, 6), anchor_box
         (H', W', A, 7), label_dict {pos_equal_one, neg_equal_one (B, H', W', A), targets (B, H', W', 7A),
         object_bbx_center, object_bbx_mask, object_bbx_class, pairwise_t_matrix, record_len, anchor_box},
@@ -150,7 +150,8 @@ class IntermediateFusionDataset(BaseFusionDataset):
                "object_ids": samples[0]["object_ids"], "anchor_box": anchor, "label_dict": label_dict,
                "pairwise_t_matrix": pairwise,
                "lidar_pose": to_tensor(np.concatenate([s["lidar_poses"] for s in samples])),
-               "lidar_pose_clean": to_tensor(np.concatenate([s["lidar_poses_clean"] for s in samples]))}
+               "lidar_pose_clean": to_tensor(np.concatenate([s["lidar_poses_clean"] for s in samples])),
+               "agent_prior": to_tensor(np.concatenate([s["agent_prior"] for s in samples]))}
         out.update(self.collate_inputs(samples))
         if self.supervise_single:  # (N, H', W', A) / (N, H', W', 7A), agents in batch order
             out["label_dict_single"] = self.collate_labels([d for s in samples for d in s["label_dict_single"]])

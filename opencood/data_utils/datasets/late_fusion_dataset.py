@@ -32,7 +32,6 @@ from opencood.data_utils.pre_processor import build_preprocessor
 from opencood.utils.bev_grid import BEVGrid, range_hull
 from opencood.utils.box_utils import boxes_to_corners_3d
 from opencood.utils.pcd_utils import mask_ego_points, mask_points_by_range, shuffle_points
-from opencood.utils.pose_utils import add_noise_data_dict
 from opencood.utils.registry import DATASETS
 from opencood.utils.transformation_utils import x1_to_x2
 
@@ -55,8 +54,7 @@ class LateFusionDataset(BaseFusionDataset):
 
     def __getitem__(self, idx):
         rng = self.base.sample_rng(idx)
-        agents = self.base.retrieve_base_data(idx, rng)
-        add_noise_data_dict(agents, self.noise_setting, rng)
+        agents = self.agents_of(idx, rng)  # delay and pose noise applied
         if self.train:
             return {"ego": self.agent_sample(agents[int(rng.integers(len(agents)))], rng)}
         ego = agents[0]

@@ -89,7 +89,9 @@ class AgentFrame:
         modality: heterogeneous agent type (``"m1"`` .. ``"m4"``) or None in homogeneous runs.
         extensions: per ``add_data_extension`` entry (file suffix -> content): ``bev_visibility.png`` ->
             (256, 256) uint8 (heading up, 0.39 m/px, centre pixel 127,127); ``*.yaml`` -> dict.
-        time_delay: communication delay of this agent, frames (0: not delayed).
+        time_delay: communication delay of this agent, frames at 10 Hz (0: not delayed); set by
+            ``opencood.utils.comm_delay.apply_delay``, whose record then holds the delayed frame's data.
+        speed: the agent's own speed, m/s (0 when the format records none); V2X-ViT's prior encoding.
         _loader_data: loader-private data, read only by the base dataset that wrote it (OPV2V: the
             world-frame ``vehicles`` dict of the agent YAML, so that GT merging projects world objects straight
             into the reference frame); never read by fusion datasets.
@@ -111,6 +113,7 @@ class AgentFrame:
     modality: Optional[str] = None
     extensions: dict = field(default_factory=dict)
     time_delay: int = 0
+    speed: float = 0.0
     _loader_data: Any = field(default=None, repr=False, compare=False)
 
     @property

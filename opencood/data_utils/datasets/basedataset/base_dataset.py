@@ -8,6 +8,8 @@ datasets (early / intermediate / late / heter) use only this API:
 * ``base.objects_in_frame(agents, reference_pose) -> ObjectSet`` (the fused GT of some agents, in the frame
   of ``reference_pose``, de-duplicated by object id, first occurrence wins);
 * ``base.sample_rng(idx)``, ``base.reinitialize()``, ``base.reseed(seed)``, ``base.sample_info(idx)``;
+* ``base.load_agent_at(agent, frame_index)`` (optional; communication delay): the agent's record from an
+  earlier frame of its scenario, GT objects kept from the current frame; loaders without history raise;
 * attributes ``max_cav``, ``add_data_extension``, ``heter`` (a ``HeterAssigner`` or None), ``order``.
 
 Randomness: the agent order (train) is drawn from the dataset's own ``np.random.Generator`` at construction
@@ -60,7 +62,8 @@ class BaseDataset(Dataset):
         order: box layout of the records' objects (``postprocess.order``: ``hwl`` or ``lwh``).
 
     Subclasses implement ``__len__``, ``retrieve_base_data``, ``sample_info`` and ``order_agents`` (the per-epoch
-    agent order, drawn from ``self.rng``), and may override ``objects_in_frame``.
+    agent order, drawn from ``self.rng``), and may override ``objects_in_frame`` and ``load_agent_at`` (frame
+    history, for communication delay).
     """
 
     CONFIG = Schema({
@@ -125,6 +128,31 @@ class BaseDataset(Dataset):
     def sample_info(self, idx):
         """(scenario name, timestamp) of sample ``idx`` (for logs and pictures)."""
         raise NotImplementedError
+
+    def load_agent_at(self, agent, frame_index):
+        """The record ``agent`` would have sent from the earlier frame ``frame_index`` of its scenario
+        (communication delay, ``opencood.utils.comm_delay``): points, cameras and pose (``lidar_pose`` =
+        ``lidar_pose_clean``) of that frame; ``objects`` (and the GT merging data) stay those of the current
+        frame, expressed in the delayed frame's clean LiDAR frame; ``agent_id``, ``is_ego``, ``modality``,
+        ``extensions`` kept; ``frame_index`` / ``timestamp`` = the delayed frame's.
+
+        A loader that has the frame history overrides this (OPV2V and its subclasses do); the default says
+        in one line that the format has none.
+
+        Args:
+            agent: ``AgentFrame`` of the current frame (written by this loader).
+            frame_index: 0-based index of the earlier frame in the scenario (0 <= frame_index < agent.frame_index).
+
+        Returns:
+            a new ``AgentFrame``.
+        """
+        raise ConfigError(f"{self.source}: noise_setting.add_async_noise: the {type(self).__name__} loader has no "
+                          f"frame history, so communication delay is not available for this dataset")
+
+    @classmethod
+    def supports_delay(cls):
+        """True when the loader implements :meth:`load_agent_at`."""
+        return cls.load_agent_at is not BaseDataset.load_agent_at
 
     def objects_in_frame(self, agents, reference_pose):
         """Fused GT of ``agents`` in the frame of ``reference_pose``.

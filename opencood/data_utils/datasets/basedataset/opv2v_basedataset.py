@@ -325,7 +325,7 @@ class OPV2VBaseDataset(BaseDataset):
             timestamp=ts, frame_index=frame, is_infrastructure=cav.startswith("-"), modality=modality,
             objects=boxes.astype(np.float32), object_ids=ids,
             object_classes=[object_class(vehicles[i].get("obj_type"), params_path, i) for i in ids],
-            _loader_data=vehicles)
+            speed=float(params.get("ego_speed") or 0.0) / 3.6, _loader_data=vehicles)  # km/h -> m/s
         lidar, camera = self._sensors(modality)
         if lidar:
             agent.points = self.input_stats.clean_points(  # (P, 4), the cloud policy of utils.input_stats
@@ -335,6 +335,20 @@ class OPV2VBaseDataset(BaseDataset):
         agent.extensions = {ext: _read_extension(extension_path(self.paths, scen["name"], cav, ts, ext))
                             for ext in self.add_data_extension}
         return agent
+
+    def load_agent_at(self, agent, frame_index):
+        """``agent``'s record from the earlier frame ``frame_index`` (communication delay; see
+        ``BaseDataset.load_agent_at``): cloud, cameras and pose read from that frame's files, objects = the
+        current frame's ``vehicles`` (kept in ``_loader_data`` for GT merging) in the delayed LiDAR frame."""
+        scen = next(s for s in self.scenario_database if s["name"] == agent.scenario)
+        delayed = self._load_agent(scen, frame_index, agent.agent_id, agent.is_ego, agent.modality)
+        vehicles = agent._loader_data  # world frame, current frame
+        ids, boxes = world_objects_to_boxes(vehicles, delayed.lidar_pose_clean, self.order)  # (M, 7)
+        classes = dict(zip(agent.object_ids, agent.object_classes))
+        delayed.objects, delayed.object_ids = boxes.astype(np.float32), ids
+        delayed.object_classes = [classes[i] for i in ids]
+        delayed._loader_data, delayed.extensions = vehicles, agent.extensions
+        return delayed
 
     def _load_cameras(self, scen, cav, ts, params, params_path, pose):
         """camera0..3 of an agent as ``CameraView`` records (depth images when ``depth`` is read)."""
