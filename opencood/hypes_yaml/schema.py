@@ -56,6 +56,11 @@ def _data_keys():
     return data_config_keys(), False
 
 
+def _kd_flag_schema(parent, value=None):
+    from opencood.models.point_pillar_disconet import KD_FLAG
+    return KD_FLAG
+
+
 def experiment_schema():
     """Schema of a whole experiment config (built on demand: it reads the registries)."""
     from opencood.hypes_yaml.yaml_utils import YAML_PARSERS
@@ -77,6 +82,8 @@ def experiment_schema():
         "postprocess": Key(dict, None, "anchors, targets, decoding",
                            schema=registry_schema(POSTPROCESSORS, "core_method", "postprocess.core_method",
                                                   in_value=True)),
+        "kd_flag": Key(dict, None, "DiscoNet's frozen early-fusion teacher (point_pillar_disconet.KD_FLAG); the "
+                                   "intermediate dataset then adds teacher_processed_lidar", schema=_kd_flag_schema),
     }
     data_keys, open_top = _data_keys()
     keys.update(data_keys)

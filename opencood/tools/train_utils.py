@@ -39,6 +39,8 @@ def create_model(hypes):
     name = require(hypes, "model.core_method")
     cls = MODELS.get(name, source=_src(hypes))
     args = require(hypes, "model.args", dict)
+    extra = {key: hypes[key] for key in getattr(cls, "HYPES_SECTIONS", ()) if key in hypes}
+    args = dict(args, **extra) if extra else args  # top-level sections a model declares (DiscoNet's kd_flag)
     model = _check_base(cls(args), CooperativeModel, f"model.core_method '{name}'", _src(hypes))
     if args.get("bn_momentum") is not None:
         set_bn_momentum(model, float(args["bn_momentum"]))

@@ -18,7 +18,7 @@ import torch
 from opencood.data_utils.datasets.base_fusion_dataset import (
     BaseFusionDataset, bev_distance, project_points, to_tensor)
 from opencood.utils.config import Key
-from opencood.utils.pcd_utils import mask_ego_points, shuffle_points
+from opencood.utils.pcd_utils import mask_ego_points, mask_points_by_range, shuffle_points
 from opencood.utils.registry import DATASETS
 from opencood.utils.transformation_utils import get_pairwise_transformation, x1_to_x2
 
@@ -41,6 +41,7 @@ class IntermediateFusionDataset(BaseFusionDataset):
         self.use_cav = int(use_cav) if use_cav is not None else None
         model_args = (params.get("model") or {}).get("args") or {}
         self.supervise_single = bool(model_args.get("supervise_single", False))  # label_dict_single
+        self.teacher_input = params.get("kd_flag") is not None  # DiscoNet: teacher_processed_lidar
 
     # ------------------------------------------------------------------ sample
     def __getitem__(self, idx):
@@ -99,6 +100,8 @@ class IntermediateFusionDataset(BaseFusionDataset):
         sample.update(self.agent_inputs(feat_agents, ego.lidar_pose, rng))
         if self.supervise_single:
             sample["label_dict_single"] = [self.single_labels(a) for a in feat_agents]
+        if self.teacher_input:
+            sample["teacher_processed_lidar"] = self.teacher_input_of(feat_agents, rng)
         if self.visualize:
             sample["origin_lidar"] = np.concatenate(
                 [project_points(a.points, x1_to_x2(a.lidar_pose, ego.lidar_pose))
@@ -108,6 +111,18 @@ class IntermediateFusionDataset(BaseFusionDataset):
     def single_labels(self, agent):
         """Anchor targets of one agent's own GT in its clean frame (``model.args.supervise_single``)."""
         return self.generate_label(self.filter_and_pad(agent.own_objects, self.object_range))
+
+    def teacher_input_of(self, agents, rng):
+        """DiscoNet's teacher input: the agents' points merged in the ego frame (clean poses, as the reference),
+        cropped to ``cav_lidar_range`` and voxelised once."""
+        ego_pose = agents[0].lidar_pose_clean
+        points = np.concatenate([project_points(mask_ego_points(shuffle_points(a.points, rng)),
+                                                x1_to_x2(a.lidar_pose_clean, ego_pose)) for a in agents], axis=0)
+        return self.pre_processor.preprocess(mask_points_by_range(points, self.cav_lidar_range))
+
+    def preprocessor_for(self, key):
+        """The voxeliser of ``processed_lidar`` and of DiscoNet's ``teacher_processed_lidar``."""
+        return self.pre_processor if key in ("processed_lidar", "teacher_processed_lidar") else None
 
     def prepare_points(self, agent, ego_pose, rng):
         """Shuffle, drop self-hits, optionally project to the ego (proj_first). Returns (P, 4)."""
@@ -153,6 +168,9 @@ class IntermediateFusionDataset(BaseFusionDataset):
                "lidar_pose_clean": to_tensor(np.concatenate([s["lidar_poses_clean"] for s in samples])),
                "agent_prior": to_tensor(np.concatenate([s["agent_prior"] for s in samples]))}
         out.update(self.collate_inputs(samples))
+        if self.teacher_input:  # one merged cloud per sample: voxel coords prefixed by the sample index
+            out["teacher_processed_lidar"] = self.pre_processor.collate_batch(
+                [s["teacher_processed_lidar"] for s in samples])
         if self.supervise_single:  # (N, H', W', A) / (N, H', W', 7A), agents in batch order
             out["label_dict_single"] = self.collate_labels([d for s in samples for d in s["label_dict_single"]])
             out["label_dict_single"]["anchor_box"] = anchor
