@@ -115,3 +115,24 @@ def test_zoo_v2xvit_loss_falls(make_tiny_config):
 @pytest.mark.slow
 def test_zoo_v2xvit_train_and_infer_cli(make_tiny_config, tmp_path):
     train_and_infer(make_tiny_config, "lidar_v2xvit", tmp_path)
+
+
+def test_prior_reaches_the_attention_and_the_delay_encoding():
+    """FusionInput.prior (the dataset's agent_prior [delay s, speed, infra]): the infrastructure flag picks the
+    type-1 projections; the delay matters only with use_RTE."""
+    torch.manual_seed(0)
+    section = _section(dim=16, depth=1, windows=(2, 4, 8))
+    net = V2XViTFusion(section, channels=16).eval()
+    x = torch.randn(2, 16, 8, 16)
+    rec, aff = torch.tensor([2]), _identity_affine(1, 5)
+    zero = torch.zeros(2, 3)
+    infra = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    delayed = torch.tensor([[0.0, 0.0, 0.0], [0.3, 0.0, 0.0]])
+    run = lambda m, p: m(FusionInput(features=x, record_len=rec, affine=aff, prior=p))[0]  # noqa: E731
+    assert torch.allclose(run(net, None), run(net, zero))
+    assert not torch.allclose(run(net, zero), run(net, infra), atol=1e-4)
+    assert torch.allclose(run(net, zero), run(net, delayed))
+    section["transformer"]["encoder"]["cav_att_config"]["use_RTE"] = True
+    torch.manual_seed(0)
+    rte = V2XViTFusion(section, channels=16).eval()
+    assert not torch.allclose(run(rte, zero), run(rte, delayed), atol=1e-4)
