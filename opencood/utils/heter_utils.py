@@ -67,7 +67,8 @@ MODALITY_TYPE = r"m\d+"  # agent type names: m1, m2, ...
 
 # One agent type of ``heter.modality_setting``.
 MODALITY_SETTING = Schema({
-    "sensor_type": Key(str, "lidar", "what the type senses", choices=("lidar", "camera")),
+    "sensor_type": Key(str, "lidar", "what the type senses (lidar_camera: both, one agent)",
+                       choices=("lidar", "camera", "lidar_camera")),
     "preprocess": Key(dict, None, "LiDAR types: the type's own voxeliser (cav_lidar_range derived)",
                       schema=registry_schema(PREPROCESSORS, "core_method",
                                              "heter.modality_setting.mX.preprocess.core_method", in_value=True)),
@@ -133,7 +134,7 @@ class HeterAssigner:
                                   f"'heter.modality_setting' has no non-ego type")
 
     def sensor_type(self, modality):
-        """'lidar' or 'camera' for a type of ``modality_setting``."""
+        """'lidar', 'camera' or 'lidar_camera' for a type of ``modality_setting``."""
         return self.modality_setting[modality].sensor_type
 
     def check_coverage(self, scenario_cavs, train):

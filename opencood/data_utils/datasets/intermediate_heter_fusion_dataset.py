@@ -6,7 +6,9 @@ key of ``heter.modality_setting`` are dropped. Inputs are grouped per type:
 * LiDAR types: ``inputs_mX`` = voxel dicts from the type's own ``SpVoxelPreprocessor`` (e.g. m1 pillars
   0.4 x 0.4 x 4, P = 32; m3 SECOND 0.1^3, P = 5), the cloud chosen by ``lidar_channels_dict``
   (OPV2V_Hetero ``_32`` / ``_16``);
-* camera types: ``inputs_mX`` = ``camera_utils.process_camera_data`` outputs (4 cameras, RGB [+ depth]).
+* camera types: ``inputs_mX`` = ``camera_utils.process_camera_data`` outputs (4 cameras, RGB [+ depth]);
+* LiDAR + camera types (``sensor_type: lidar_camera``, one agent with both sensors): ``inputs_mX`` = the voxel
+  keys and the camera keys of the same agents in one dict (the ``lidar_camera`` encoder reads both).
 
 ``agent_modality_list`` gives each agent's type in agent order; after collation the agents of type mX are
 rows 0..N_mX-1 of ``inputs_mX`` (voxel coords are prefixed with that within-type index) in the order they
@@ -38,10 +40,11 @@ class IntermediateheterFusionDataset(IntermediateFusionDataset):
         for m in self.heter.modalities:
             setting = self.heter.modality_setting[m]
             where = f"heter.modality_setting.{m}"
-            if self.heter.sensor_type(m) == "lidar":
+            if self.heter.sensor_type(m) in ("lidar", "lidar_camera"):
                 if setting.preprocess is None:
                     raise ConfigError(f"{self.source}: missing key '{where}.preprocess'")
                 self.modality_pre_processors[m] = build_preprocessor(setting.preprocess, train, f"{where}.preprocess")
+            if self.heter.sensor_type(m) == "lidar":
                 continue
             for key in ("data_aug_conf", "grid_conf"):
                 if setting[key] is None:
@@ -62,24 +65,32 @@ class IntermediateheterFusionDataset(IntermediateFusionDataset):
         out = {f"inputs_{m}": [] for m in self.heter.modalities}
         for agent in agents:
             m = agent.modality
-            if self.heter.sensor_type(m) == "lidar":
-                item = self.modality_pre_processors[m].preprocess(self.prepare_points(agent, ego_pose, rng))
-            else:
-                item = process_camera_data(agent.cameras, self.camera_aug[m],
-                                           self.heter.modality_setting[m].grid_conf, self.train, rng=rng)
-            out[f"inputs_{m}"].append(item)
+            sensor = self.heter.sensor_type(m)
+            item = {}
+            if sensor != "camera":
+                item["lidar"] = self.modality_pre_processors[m].preprocess(self.prepare_points(agent, ego_pose, rng))
+            if sensor != "lidar":
+                item["camera"] = process_camera_data(agent.cameras, self.camera_aug[m],
+                                                     self.heter.modality_setting[m].grid_conf, self.train, rng=rng)
+            # one sensor: its dict as is; LiDAR + camera: {'lidar': voxels, 'camera': camera inputs}
+            out[f"inputs_{m}"].append(item if sensor == "lidar_camera" else next(iter(item.values())))
         out["agent_modality_list"] = [agent.modality for agent in agents]
         return out
 
     def collate_inputs(self, samples):
-        """Per type: voxel dicts through that type's pre-processor, camera dicts through collate_camera."""
+        """Per type: voxel dicts through that type's pre-processor, camera dicts through collate_camera (both,
+        merged into one dict, for LiDAR + camera types)."""
         out = {"agent_modality_list": [m for s in samples for m in s["agent_modality_list"]]}
         for m in self.heter.modalities:
             items = [d for s in samples for d in s[f"inputs_{m}"]]
             if not items:
                 continue
-            if self.heter.sensor_type(m) == "lidar":
+            sensor = self.heter.sensor_type(m)
+            if sensor == "lidar":
                 out[f"inputs_{m}"] = self.modality_pre_processors[m].collate_batch(items)
-            else:
+            elif sensor == "camera":
                 out[f"inputs_{m}"] = collate_camera(items)
+            else:
+                out[f"inputs_{m}"] = {**self.modality_pre_processors[m].collate_batch([d["lidar"] for d in items]),
+                                      **collate_camera([d["camera"] for d in items])}
         return out

@@ -230,8 +230,8 @@ class OPV2VBaseDataset(BaseDataset):
         channels = ()
         if self.heter is not None:
             types = [self.heter.sensor_type(m) for m in self.heter.modalities]
-            lidar = lidar or "lidar" in types
-            camera = "camera" in types
+            lidar = lidar or "lidar" in types or "lidar_camera" in types
+            camera = "camera" in types or "lidar_camera" in types
             channels = tuple(c for m, c in self.heter.lidar_channels_dict.items() if m in self.heter.modalities)
         return {"lidar": lidar, "camera": camera, "depth": camera and "depth" in self.input_source,
                 "channels": channels, "extensions": self.add_data_extension}
@@ -288,7 +288,7 @@ class OPV2VBaseDataset(BaseDataset):
         if self.heter is None:
             return "lidar" in self.input_source or self.visualize, "camera" in self.input_source
         sensor = self.heter.sensor_type(modality) if modality in self.heter.modality_setting else None
-        return sensor == "lidar" or self.visualize, sensor == "camera"
+        return sensor in ("lidar", "lidar_camera") or self.visualize, sensor in ("camera", "lidar_camera")
 
     def retrieve_base_data(self, idx, rng=None):
         """The agents of sample ``idx`` (ego first, at most ``max_cav``).
