@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 
+from opencood.data_utils.augmentor.weather import parse_weather, write_weather_variants
 from opencood.data_utils.synthetic import PRESETS
 from opencood.data_utils.synthetic.formats import SYNTHETIC_FORMATS
 from opencood.data_utils.synthetic.generator import REALISTIC
@@ -40,6 +41,9 @@ def parse_args(argv=None):
     p.add_argument("--realistic", action="store_true",
                    help="real-OPV2V traits: body roll/pitch, ~2%% self-hits, TYPE F rgb, agent-YAML variants")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--weather", default=None, help="also write <ts>_fog.pcd / <ts>_snow.pcd beside every cloud: "
+                                                   "comma list of fog, snow (augmentor/weather.py)")
+    p.add_argument("--weather-severity", type=int, default=3, help="weather severity 1..5 (default 3)")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="parallel processes")
     return p.parse_args(argv)
 
@@ -51,11 +55,16 @@ def main(argv=None):
         return 2
     try:
         generate = SYNTHETIC_FORMATS.get(opt.format, "make_synthetic.py --format")
+        for kind in opt.weather.split(",") if opt.weather else []:  # bad weather fails before writing
+            parse_weather({"type": kind, "severity": opt.weather_severity}, "make_synthetic.py --weather")
         summary = generate(opt.root, preset=opt.preset, seed=opt.seed, workers=opt.workers,
                            scenarios=opt.scenarios, agents=opt.agents, frames=opt.frames, beams=opt.beams,
                            h_res=opt.h_res, image_size=opt.image_size, render_scale=opt.render_scale,
                            cameras=False if opt.no_cameras else None, pcd_encoding=opt.pcd_encoding,
                            infrastructure=opt.infrastructure, **(REALISTIC if opt.realistic else {}))
+        if opt.weather:
+            n = write_weather_variants(opt.root, opt.weather.split(","), opt.weather_severity, opt.seed)
+            print(f"wrote {n} {opt.weather} clouds (severity {opt.weather_severity})")
     except (OpencoodError, ValueError) as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2

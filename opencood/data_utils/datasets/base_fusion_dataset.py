@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from opencood.data_utils.augmentor.data_augmentor import DataAugmentor
+from opencood.data_utils.augmentor.weather import LIDAR_WEATHER, apply_weather, parse_weather, weather_rng
 from opencood.data_utils.datasets.basedataset.agent_frame import ObjectSet
 from opencood.data_utils.datasets.basedataset.base_dataset import parse_declared
 from opencood.data_utils.post_processor import build_postprocessor
@@ -113,6 +114,8 @@ class BaseFusionDataset(Dataset):
         "comm_range": Key(float, 70.0, "metres; agents farther (BEV, noisy poses) from the ego are dropped"),
         "noise_setting": Key(dict, None, "localisation noise of every agent", schema=NOISE_SETTING),
         "data_augment": DataAugmentor.CONFIG_KEY,
+        "lidar_weather": Key(dict, None, "fog / snow on every agent's LiDAR at load time (augmentor/weather.py)",
+                             schema=LIDAR_WEATHER),
     }, name="fusion dataset")
 
     def __init__(self, params, visualize=False, train=True):
@@ -140,6 +143,7 @@ class BaseFusionDataset(Dataset):
         if delay_enabled(self.noise_setting) and not base_cls.supports_delay():
             self.base.load_agent_at(None, 0)  # the loader's one-line ConfigError: no frame history
         self.delay_clamp = HistoryClamp()
+        self.weather = parse_weather(self.top_cfg.lidar_weather, self.source)
         self.proj_first = bool(self.fusion_cfg.args.proj_first)
         self.max_cav = self.base.max_cav
         self.data_augmentor = DataAugmentor(self.top_cfg.data_augment, train, self.source)
@@ -160,7 +164,9 @@ class BaseFusionDataset(Dataset):
         """The agents of sample ``idx`` as they reach the ego: the base loader's records (ego first), each
         collaborator replaced by its record from the delayed frame when ``noise_setting.add_async_noise`` is on
         (``comm_delay.apply_delay``; GT objects stay the current frame's), then every pose with localisation
-        noise when ``noise_setting`` asks for it (``pose_utils.add_noise_data_dict``; clean poses kept).
+        noise when ``noise_setting`` asks for it (``pose_utils.add_noise_data_dict``; clean poses kept), and
+        every cloud in the ``lidar_weather`` (``augmentor.weather``; seeded by the section's seed, ``idx`` and
+        the agent's position).
 
         Args:
             idx: sample index.
@@ -172,6 +178,8 @@ class BaseFusionDataset(Dataset):
         agents = self.base.retrieve_base_data(idx, rng)
         if delay_enabled(self.noise_setting):
             agents = apply_delay(self.base, agents, self.noise_setting.async_args, rng, self.delay_clamp)
+        for k, agent in enumerate(agents):
+            agent.points = apply_weather(agent.points, self.weather, weather_rng(self.weather, idx, k))
         return add_noise_data_dict(agents, self.noise_setting, rng)
 
     @staticmethod

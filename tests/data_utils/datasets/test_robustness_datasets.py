@@ -161,3 +161,20 @@ def test_pose_noise_in_late_fusion_moves_transforms_not_gt(root):
         np.testing.assert_array_equal(noisy[key]["transformation_matrix_clean"], clean[key]["transformation_matrix"])
         np.testing.assert_array_equal(noisy[key]["object_bbx_center"], clean[key]["object_bbx_center"])
     assert not np.allclose(noisy["200"]["transformation_matrix"], clean["200"]["transformation_matrix"], atol=1e-3)
+
+
+# ---------------------------------------------------------------------- weather at load time
+def test_lidar_weather_switch_corrupts_every_agents_cloud(root):
+    h = hypes(root)
+    h["lidar_weather"] = {"type": "snow", "severity": 5, "seed": 1}
+    ds = build_dataset(h, train=False)
+    agents = ds.agents_of(1, ds.base.sample_rng(1))
+    for agent in agents:
+        raw = cloud(root, agent.agent_id, "000002")
+        assert not np.array_equal(agent.points, raw)
+        assert (np.linalg.norm(agent.points[:, :3], axis=1) < 12).sum() > (np.linalg.norm(raw[:, :3], axis=1) < 12).sum()
+    again = ds.agents_of(1, ds.base.sample_rng(1))
+    assert all(np.array_equal(a.points, b.points) for a, b in zip(agents, again))
+    h["lidar_weather"] = {"type": "hail"}
+    with pytest.raises(ConfigError, match="lidar_weather.type"):
+        build_dataset(h, train=False)
