@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import torch.nn as nn
 
-from opencood.models.heads.anchor_head import build_detection_heads, conv_heads
+from opencood.models.heads.anchor_head import conv_heads
 from opencood.models.heter_model_baseline import AGENT_TYPE_RE, COMMON_KEYS, FeatureChain, _check_anchor_grid
 from opencood.models.heter_pyramid_collab import PYRAMID_TYPE, HeterPyramidCollab, agents_output
 from opencood.models.point_pillar_where2comm import agent_confidence
@@ -81,24 +81,12 @@ class HeterModelBaselineMs(HeterPyramidCollab):
     CONFIG = Schema(MS_KEYS, patterns={AGENT_TYPE_RE: Key(dict, None, "an agent type", schema=PYRAMID_TYPE)},
                     name="heter_model_baseline_ms")
 
-    def __init__(self, args):
-        nn.Module.__init__(self)
-        self.source = args.get("_source", "config")
-        cfg = self.CONFIG.parse(args, "model.args", self.source)
-        self.lidar_range = [float(v) for v in cfg.lidar_range]
-        chain = self.feature_chain(cfg, self.source)
-        self.modalities = list(chain.stages)
-        self.crop_ratio = dict(chain.crop_ratio)
-        self.feature = chain.output
-        for m, section in self.agent_type_configs(cfg).items():
-            self.build_agent_type(m, self.parse_agent_type(m, section, self.source), chain.stages[m])
+    def build_shared(self, cfg, chain):
+        """The shared ``backbone``, the per-level ``fusion_net`` and (``supervise_single``) the single heads."""
         agents = chain.stages["_agents"]
         self.backbone = ResNetBEVBackbone(cfg.fusion_backbone, agents.channels)
+        self.shared_channels = self.backbone.num_bev_features
         self.build_fusion(cfg, chain.stages["_levels"])
-        if cfg.shrink_header is not None:
-            self.shrink_conv = DownsampleConv(cfg.shrink_header, self.backbone.num_bev_features)
-        for name, head in build_detection_heads(self.feature.channels, cfg, self.source).items():
-            setattr(self, name, head)
         self.supervise_single = bool(cfg.supervise_single)
         if self.supervise_single:
             check_channels(cfg.in_head_single, agents, "model.args.in_head_single", self.source)

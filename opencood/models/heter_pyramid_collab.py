@@ -19,6 +19,7 @@ from opencood.models.heads.anchor_head import build_detection_heads
 from opencood.models.heter_model_baseline import (AGENT_TYPE, AGENT_TYPE_RE, COMMON_KEYS, HeterModelBaseline,
                                                   FeatureChain, _check_anchor_grid, _common_output)
 from opencood.models.sub_modules.base_bev_backbone_resnet import ResNetBEVBackbone
+from opencood.models.sub_modules.degradation import MessageDegradation
 from opencood.models.sub_modules.downsample_conv import DownsampleConv
 from opencood.models.sub_modules.feature_info import check_channels
 from opencood.utils.config import REQUIRED, Key, Schema
@@ -64,7 +65,7 @@ class HeterPyramidCollab(HeterModelBaseline):
                     name="heter_pyramid_collab")
 
     def __init__(self, args):
-        nn.Module.__init__(self)
+        nn.Module.__init__(self)  # HeterModelBaseline.__init__ would build a single-scale fusion_net
         self.source = args.get("_source", "config")
         cfg = self.CONFIG.parse(args, "model.args", self.source)
         self.lidar_range = [float(v) for v in cfg.lidar_range]
@@ -74,11 +75,18 @@ class HeterPyramidCollab(HeterModelBaseline):
         self.feature = chain.output
         for m, section in self.agent_type_configs(cfg).items():
             self.build_agent_type(m, self.parse_agent_type(m, section, self.source), chain.stages[m])
-        self.pyramid_backbone = PyramidFusion(cfg.fusion_backbone, chain.stages["_agents"].channels)
+        self.degradation = MessageDegradation.from_args(cfg.comm_degradation, self.source)
+        self.build_shared(cfg, chain)
         if cfg.shrink_header is not None:
-            self.shrink_conv = DownsampleConv(cfg.shrink_header, self.pyramid_backbone.num_bev_features)
+            self.shrink_conv = DownsampleConv(cfg.shrink_header, self.shared_channels)
         for name, head in build_detection_heads(self.feature.channels, cfg, self.source).items():
             setattr(self, name, head)
+
+    def build_shared(self, cfg, chain):
+        """The shared multi-scale part after the agents: ``pyramid_backbone`` (sets ``shared_channels``, the
+        decoded map's C)."""
+        self.pyramid_backbone = PyramidFusion(cfg.fusion_backbone, chain.stages["_agents"].channels)
+        self.shared_channels = self.pyramid_backbone.num_bev_features
 
     # --- the chain ------------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from opencood.data_utils.datasets.base_fusion_dataset import (
     BaseFusionDataset, bev_distance, project_points, to_tensor)
 from opencood.utils.config import Key
 from opencood.utils.pcd_utils import mask_ego_points, mask_points_by_range, shuffle_points
+from opencood.utils.pose_graph import BOX_ALIGN, BoxAlignment
 from opencood.utils.registry import DATASETS
 from opencood.utils.transformation_utils import get_pairwise_transformation, x1_to_x2
 
@@ -33,7 +34,10 @@ class IntermediateFusionDataset(BaseFusionDataset):
     FUSION_ARGS = BaseFusionDataset.FUSION_ARGS.extend({"use_cav": USE_CAV})
     CONFIG = BaseFusionDataset.CONFIG.extend({
         "args": Key(dict, {}, "fusion options", schema=FUSION_ARGS)})
-    TOP_LEVEL = BaseFusionDataset.TOP_LEVEL.extend({"use_cav": USE_CAV})
+    TOP_LEVEL = BaseFusionDataset.TOP_LEVEL.extend({
+        "use_cav": USE_CAV,
+        "box_align": Key(dict, None, "CoAlign: refine the noisy poses with the agent-object pose graph from "
+                                     "pre-computed boxes", schema=BOX_ALIGN)})
 
     def __init__(self, params, visualize=False, train=True):
         super().__init__(params, visualize, train)
@@ -41,16 +45,28 @@ class IntermediateFusionDataset(BaseFusionDataset):
         self.use_cav = int(use_cav) if use_cav is not None else None
         model_args = (params.get("model") or {}).get("args") or {}
         self.supervise_single = bool(model_args.get("supervise_single", False))  # label_dict_single
+        self.box_align = None
+        if self.top_cfg.box_align is not None:
+            self.box_align = BoxAlignment(self.top_cfg.box_align, self.split_name(), self.source)
         self.teacher_input = params.get("kd_flag") is not None  # DiscoNet: teacher_processed_lidar
 
     # ------------------------------------------------------------------ sample
     def __getitem__(self, idx):
         rng = self.base.sample_rng(idx)
         agents = self.agents_of(idx, rng)  # delay and pose noise applied
+        if self.box_align is not None:  # CoAlign: noisy poses refined before any pairwise matrix
+            self.box_align.align(agents, "/".join(str(v) for v in self.base.sample_info(idx)))
         kept = self.select_agents(agents)
         if not kept:
             return None
         return {"ego": self.build_sample(idx, kept, self.feature_agents(kept), rng)}
+
+    def split_name(self):
+        """``train`` | ``val`` | ``test``: the split being read (inference copies test_dir to validate_dir)."""
+        if self.train:
+            return "train"
+        test_dir = self.params.get("test_dir")
+        return "test" if test_dir and self.params.get("validate_dir") == test_dir else "val"
 
     def feature_agents(self, kept):
         """Agents whose inputs go to the model: all kept ones, or the first ``use_cav`` (dynamic joining,
