@@ -45,7 +45,7 @@ def test_per_level_channels_are_checked():
 
 def test_multiscale_att_trains_on_the_tiny_world(make_tiny_config):
     hypes, _, batch = tiny_batch(make_tiny_config(TINY))
-    _, _, losses, out = fit_steps(hypes, batch, steps=6)
+    _, _, losses, out = fit_steps(hypes, batch, steps=4)
     assert out["cls_preds"].shape == (2, 2, 32, 64) and out["fused_feature"].shape == (2, 64, 32, 64)
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < 0.8 * losses[0]
 
@@ -63,7 +63,7 @@ def test_multiscale_where2comm_with_single_heads(make_tiny_config):
     model, criterion = create_model(cfg), create_loss(cfg)
     total, terms = model.training_step(batch, criterion)
     total.backward()
-    assert "cls_loss_single" in terms and float(terms["total_loss"]) == pytest.approx(float(total))
+    assert "cls_loss_single" in terms and float(terms["total_loss"]) == pytest.approx(float(total.detach()))
     out = model(batch["ego"])
     n = int(batch["ego"]["record_len"].sum())
     assert out["cls_preds_single"].shape == (n, 2, 32, 64) and 0.0 <= float(out["comm_rate"]) <= 1.0

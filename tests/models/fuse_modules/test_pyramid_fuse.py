@@ -62,17 +62,17 @@ def test_full_config_parameter_counts_from_the_layer_lists():
 
 
 def test_forward_shapes_occupancy_labels_and_loss_falls(make_tiny_config):
-    hypes, ds, batch = tiny_batch(make_tiny_config(TINY))
+    hypes, ds, batch = tiny_batch(make_tiny_config(TINY), n=1)
     ego = batch["ego"]
     n = int(ego["record_len"].sum())
     assert ego["label_dict_single"]["pos_equal_one"].shape == (n, 32, 64, 2)
     assert ego["label_dict_single"]["pos_equal_one"].sum() > 0
-    model, criterion, losses, out = fit_steps(hypes, batch, steps=8)
-    assert out["cls_preds"].shape == (2, 2, 32, 64) and out["reg_preds"].shape == (2, 14, 32, 64)
+    model, criterion, losses, out = fit_steps(hypes, batch, steps=5)
+    assert out["cls_preds"].shape == (1, 2, 32, 64) and out["reg_preds"].shape == (1, 14, 32, 64)
     assert [tuple(o.shape) for o in out["occ_single_list"]] == [(n, 1, 32, 64), (n, 1, 16, 32), (n, 1, 8, 16)]
     assert all(torch.isfinite(torch.tensor(losses)))
     assert "pyramid_loss" in criterion.loss_tensors and float(criterion.loss_tensors["pyramid_loss"]) > 0
-    assert losses[-1] < 0.7 * losses[0]
+    assert losses[-1] < 0.8 * losses[0]
 
 
 def test_forward_single_and_untouched_collab_equivalence():

@@ -88,7 +88,7 @@ def test_full_config_builds_with_the_reference_counts():
 
 def test_tiny_batch_loss_falls_and_rate_tracks_the_threshold(make_tiny_config):
     hypes, ds, batch = tiny_batch(make_tiny_config(TINY))
-    model, criterion, losses, out = fit_steps(hypes, batch, steps=6)
+    model, criterion, losses, out = fit_steps(hypes, batch, steps=4)
     assert out["cls_preds"].shape == (2, 2, 32, 64) and "comm_rate" in out
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < 0.8 * losses[0]
     model.eval()
