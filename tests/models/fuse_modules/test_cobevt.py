@@ -49,15 +49,10 @@ def test_bad_sections_are_one_line_errors():
         net(FusionInput(features=torch.randn(1, 16, 4, 8), record_len=torch.tensor([1]), affine=_identity(1, 5)))
 
 
-def test_zoo_cobevt_forward_backward(make_tiny_config):
-    _, model, criterion, batch = tiny_batch(make_tiny_config, "lidar_cobevt")
-    check_forward_backward(model, criterion, batch)
-
-
-@pytest.mark.slow
-def test_zoo_cobevt_loss_falls(make_tiny_config):
+def test_zoo_cobevt_forward_backward_and_loss_falls(make_tiny_config):
     hypes, model, criterion, batch = tiny_batch(make_tiny_config, "lidar_cobevt")
-    loss_falls(hypes, model, criterion, batch)
+    check_forward_backward(model, criterion, batch)
+    loss_falls(hypes, model, criterion, batch, steps=3, factor=0.5)
 
 
 @pytest.mark.slow

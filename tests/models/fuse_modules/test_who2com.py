@@ -30,15 +30,10 @@ def test_bad_sections_are_one_line_errors():
         Who2comFusion({"feat_dims": 8})
 
 
-def test_zoo_who2com_forward_backward(make_tiny_config):
-    _, model, criterion, batch = tiny_batch(make_tiny_config, "lidar_who2com")
-    check_forward_backward(model, criterion, batch)
-
-
-@pytest.mark.slow
-def test_zoo_who2com_loss_falls(make_tiny_config):
+def test_zoo_who2com_forward_backward_and_loss_falls(make_tiny_config):
     hypes, model, criterion, batch = tiny_batch(make_tiny_config, "lidar_who2com")
-    loss_falls(hypes, model, criterion, batch)
+    check_forward_backward(model, criterion, batch)
+    loss_falls(hypes, model, criterion, batch, steps=3, factor=0.5)
 
 
 @pytest.mark.slow
