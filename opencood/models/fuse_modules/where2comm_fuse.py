@@ -8,7 +8,7 @@ frame, so only the requested cells travel. The warped agents are aggregated per 
 all agents + residual/LayerNorm + FFN C->C->C + residual/LayerNorm). With ``multi_scale`` one aggregator per
 level (``fuse_modules.{l}``) fuses the levels of a multi-scale model; each level's mask is the level-0 mask
 max-pooled to its size. ``aux['comm_rate']`` is the fraction of collaborator cells sent,
-``aux['comm_masks']`` the (N, 1, H, W) masks.
+``aux['comm_mask']`` the (N, 1, H, W) masks.
 """
 import math
 
@@ -136,11 +136,11 @@ class Where2commFusion(nn.Module):
         """Args: inp: FusionInput (``features`` (N, C, H, W), ``confidence`` (N, 1, H, W), geometry).
 
         Returns:
-            (B, C, H, W) fused ego-frame map, ``{'comm_rate': 0-d, 'comm_masks': (N, 1, H, W)}``.
+            (B, C, H, W) fused ego-frame map, ``{'comm_rate': 0-d, 'comm_mask': (N, 1, H, W)}``.
         """
         masks, rate = self.masks(inp)
         fused = self.fuse_level(0, inp.features, masks, inp)
-        return fused, {"comm_rate": rate, "comm_masks": masks}
+        return fused, {"comm_rate": rate, "comm_mask": masks}
 
     def fuse_level(self, level, features, masks, inp):
         """Mask (max-pooled to the level's size), warp and aggregate one level: (N, C_l, H_l, W_l) -> (B, ...)."""
@@ -153,4 +153,4 @@ class Where2commFusion(nn.Module):
         """Multi-scale: fuse each level [(N, C_l, H_l, W_l)] -> ([(B, C_l, H_l, W_l)], aux)."""
         masks, rate = self.masks(inp)
         fused = [self.fuse_level(i, f, masks, inp) for i, f in enumerate(level_features)]
-        return fused, {"comm_rate": rate, "comm_masks": masks}
+        return fused, {"comm_rate": rate, "comm_mask": masks}
