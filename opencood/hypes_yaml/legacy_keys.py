@@ -63,3 +63,10 @@ LEGACY_KEYS = {
     "loss.args.reg.codewise": "smooth-L1 is always summed per box code (codewise)",
     "loss.args.dir.type": "the direction term is always the softmax cross-entropy over the bins",
 }
+
+# Legacy keys that name what is always used here: any other value is an error, not silently ignored.
+LEGACY_VALUES = {
+    "loss.args.cls.type": ("SigmoidFocalLoss",),
+    "loss.args.reg.type": ("WeightedSmoothL1Loss",),
+    "loss.args.dir.type": ("WeightedSoftmaxClassificationLoss",),
+}

@@ -14,27 +14,27 @@ The top level is assembled here from the owners' declarations:
 A section whose component declares no ``CONFIG`` is accepted as it is (tests require every registered
 component to declare one). :func:`validate_config` is called by ``yaml_utils.load_yaml``.
 """
-from opencood.utils.config import REQUIRED, Context, Key, Schema, registry_schema
+from opencood.utils.config import REQUIRED, Context, Key, Schema, ordered_range, registry_schema
 from opencood.utils.registry import DATASETS, LOSSES, MODELS, POSTPROCESSORS, PREPROCESSORS
 
 TRAIN_PARAMS = Schema({
-    "batch_size": Key(int, REQUIRED, "samples per optimizer step (each sample = up to max_cav agents)"),
-    "epoches": Key(int, REQUIRED, "(sic, HEAL spelling) number of training epochs"),
-    "eval_freq": Key(int, 1, "validate every N epochs (and after the last)"),
-    "save_freq": Key(int, 1, "write net_epoch{N}.pth + train_state every N epochs (and after the last)"),
-    "max_cav": Key(int, 5, "at most this many agents per sample, ego first"),
+    "batch_size": Key(int, REQUIRED, "samples per optimizer step (each sample = up to max_cav agents)", low=1),
+    "epoches": Key(int, REQUIRED, "(sic, HEAL spelling) number of training epochs", low=0),
+    "eval_freq": Key(int, 1, "validate every N epochs (and after the last)", low=1),
+    "save_freq": Key(int, 1, "write net_epoch{N}.pth + train_state every N epochs (and after the last)", low=1),
+    "max_cav": Key(int, 5, "at most this many agents per sample, ego first", low=1),
 }, name="train_params")
 
 OPTIMIZER = Schema({
     "core_method": Key(str, "Adam", "a torch.optim class name (Adam, AdamW, SGD, ...)"),
-    "lr": Key(float, REQUIRED, "initial learning rate"),
+    "lr": Key(float, REQUIRED, "initial learning rate", low=0),
     "args": Key(dict, {}, "keyword arguments of the optimizer (eps, weight_decay, ...)", schema=Schema(open=True)),
 }, name="optimizer")
 
 LR_SCHEDULER = Schema({
     "core_method": Key(str, "multistep", "multistep | step | exponential (stepped once per epoch)",
                        choices=("multistep", "step", "exponential")),
-    "gamma": Key(float, 0.1, "learning-rate factor at each step"),
+    "gamma": Key(float, 0.1, "learning-rate factor at each step", low=0),
     "step_size": Key((int, list), None, "multistep: epochs [e1, e2, ...]; step: period in epochs"),
 }, name="lr_scheduler")
 
@@ -68,7 +68,8 @@ def experiment_schema():
         "name": Key(str, "run", "run folder = <log_root>/<name>_<YYYY_MM_DD_HH_MM_SS>/"),
         "yaml_parser": Key(str, "load_general_params", "derivations applied at load (HEAL names, all aliases)",
                            choices=tuple(sorted(YAML_PARSERS))),
-        "cav_lidar_range": Key(list, None, "[xmin, ymin, zmin, xmax, ymax, zmax] m, ego LiDAR frame", length=6),
+        "cav_lidar_range": Key(list, None, "[xmin, ymin, zmin, xmax, ymax, zmax] m, ego LiDAR frame", length=6,
+                               items=float, check=ordered_range),
         "train_params": Key(dict, None, "training loop", schema=TRAIN_PARAMS),
         "optimizer": Key(dict, None, "optimizer", schema=OPTIMIZER),
         "lr_scheduler": Key(dict, None, "learning-rate schedule", schema=LR_SCHEDULER),

@@ -50,6 +50,9 @@ def read_yaml_file(path):
         raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.start})") from None
     except RecursionError:
         raise ConfigError(f"{path}: YAML nested too deeply") from None
+    except (ValueError, TypeError, OverflowError) as e:  # a constructor refused a value (!!int x, 2001-13-45)
+        raise ConfigError(f"{path}: malformed YAML value ({type(e).__name__}: {' '.join(str(e).split())[:120]})") \
+            from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -130,7 +133,7 @@ def parse_override(text, source="--set"):
         raise ConfigError(f"{source}: bad key path {key!r} in {text!r}")
     try:
         value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError):
         raise ConfigError(f"{source}: value of '{key}' is not valid YAML: {raw!r}") from None
     return parts, value
 
@@ -191,8 +194,13 @@ def load_yaml(file, opt=None, overrides=None):
     param[IGNORED_KEY] = ignored
     if ignored:
         logger.info("config %s: keys without effect here (ignored): %s", file, ", ".join(ignored))
-    param = YAML_PARSERS[parser_name](param)
-    check_model_chain(param)
+    try:
+        param = YAML_PARSERS[parser_name](param)
+        check_model_chain(param)
+    except (ValueError, TypeError, KeyError, IndexError, ZeroDivisionError, OverflowError) as e:
+        # a value of a type or form no Key declared closely enough (e.g. a string in a channel list)
+        raise ConfigError(f"{file}: a config value has the wrong type or form for the resolve pass "
+                          f"({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None
     return param
 
 
@@ -240,7 +248,8 @@ def require(param, dotted, kind=None):
 
 
 def _range6(param, value, key):
-    if not (isinstance(value, (list, tuple)) and len(value) == 6):
+    if not (isinstance(value, (list, tuple)) and len(value) == 6
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
         raise ConfigError(f"{param.get(SOURCE_KEY, 'config')}: key '{key}' must be a list of 6 numbers "
                           f"[xmin, ymin, zmin, xmax, ymax, zmax], got {value!r}")
     return [float(v) for v in value]

@@ -80,11 +80,17 @@ class Key:
             (None: the mapping is not declared by anyone and is accepted as is).
         each: for a mapping of free keys (``{m1: ..., m2: ...}``), the Key every value must satisfy.
         length: required list length, or None.
+        low, high: inclusive bounds of a number (of every entry of a list), or None.
+        items: the type every entry of a list must have (e.g. ``float`` for a list of numbers), or None.
+        check: ``callable(value) -> str | None``: a further condition (e.g. ``min < max`` of a range); the
+            returned text says what is wrong.
     """
 
-    def __init__(self, kind=ANY, default=None, doc="", choices=None, schema=None, each=None, length=None):
+    def __init__(self, kind=ANY, default=None, doc="", choices=None, schema=None, each=None, length=None,
+                 low=None, high=None, items=None, check=None):
         self.kind, self.default, self.doc = kind, default, doc
         self.choices, self.schema, self.each, self.length = choices, schema, each, length
+        self.low, self.high, self.items, self.extra_check = low, high, items, check
 
     @property
     def required(self):
@@ -96,6 +102,23 @@ class Key:
             return self.schema(parent, value)
         return self.schema
 
+    def _check_values(self, value, path, ctx):
+        """``items`` type, ``low``/``high`` bounds and the ``check`` callable."""
+        entries = list(value) if isinstance(value, (list, tuple)) else [value]
+        if self.items is not None and isinstance(value, (list, tuple)):
+            bad = [v for v in entries if not _is_instance(v, self.items)]
+            if bad:
+                ctx.fail(f"key '{path}' should be a list of {type_name(self.items)}s, got {bad[0]!r} in {value!r}")
+        numbers = [v for v in entries if _is_instance(v, float)]
+        if self.low is not None and any(v < self.low for v in numbers):
+            ctx.fail(f"key '{path}' should be >= {self.low}, got {value!r}")
+        if self.high is not None and any(v > self.high for v in numbers):
+            ctx.fail(f"key '{path}' should be <= {self.high}, got {value!r}")
+        if self.extra_check is not None:
+            problem = self.extra_check(value)
+            if problem:
+                ctx.fail(f"key '{path}' {problem}, got {value!r}")
+
     def check(self, value, path, parent, ctx):
         """Type/choice check of ``value`` at ``path``, then recurse into its schema."""
         if value is None and (self.default is None or self.kind is ANY):
@@ -104,6 +127,7 @@ class Key:
             ctx.fail(f"key '{path}' should be {type_name(self.kind)}, got {value!r}")
         if self.length is not None and len(value) != self.length:
             ctx.fail(f"key '{path}' should have {self.length} entries, got {value!r}")
+        self._check_values(value, path, ctx)
         if self.choices is not None and value not in self.choices:
             close = difflib.get_close_matches(str(value), [str(c) for c in self.choices], n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
@@ -160,7 +184,7 @@ class Schema:
             full = f"{prefix}{name}"
             key = self.key_for(name)
             if key is None:
-                if ctx.legacy(full):
+                if ctx.legacy(full, value):
                     continue
                 if self.open:
                     continue
@@ -230,18 +254,27 @@ class Cfg(dict):
 class Context:
     """Where validation reports to: the source file, the legacy allow-list, the ignored keys it met."""
 
-    def __init__(self, source="config", legacy=None):
+    def __init__(self, source="config", legacy=None, legacy_values=None):
         self.source = source
         self.legacy_patterns = legacy if legacy is not None else _default_legacy()
+        self.legacy_values = legacy_values if legacy_values is not None else _default_legacy_values()
         self.ignored = []
 
     def fail(self, message):
         raise ConfigError(f"{self.source}: {message}")
 
-    def legacy(self, path):
-        """True (and recorded) when ``path`` is an allow-listed key that has no effect here."""
+    def legacy(self, path, value=None):
+        """True (and recorded) when ``path`` is an allow-listed key that has no effect here.
+
+        A key whose allowed values are listed (``LEGACY_VALUES``: a name of what is always used here, e.g.
+        the loss term types) must name one of them: another value would be silently ignored.
+        """
         for pattern in self.legacy_patterns:
             if fnmatch.fnmatchcase(path, pattern):
+                allowed = self.legacy_values.get(pattern)
+                if allowed is not None and value not in allowed:
+                    self.fail(f"key '{path}' = {value!r} is not implemented; only {', '.join(map(str, allowed))} "
+                              f"(what is always used here)")
                 self.ignored.append(path)
                 return True
         return False
@@ -256,6 +289,19 @@ class Context:
 def _default_legacy():
     from opencood.hypes_yaml.legacy_keys import LEGACY_KEYS
     return list(LEGACY_KEYS)
+
+
+def _default_legacy_values():
+    from opencood.hypes_yaml import legacy_keys
+    return dict(getattr(legacy_keys, "LEGACY_VALUES", {}))
+
+
+def ordered_range(value):
+    """``Key(check=ordered_range)``: a ``[xmin, ymin, zmin, xmax, ymax, zmax]`` list with min < max per axis."""
+    if len(value) == 6 and all(_is_instance(v, float) for v in value) and \
+            not all(value[i] < value[i + 3] for i in range(3)):
+        return "should have min < max on x, y and z"
+    return None
 
 
 def schema_of(component):

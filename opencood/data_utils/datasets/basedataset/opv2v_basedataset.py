@@ -116,8 +116,9 @@ def read_agent_params(path):
     try:
         with open(path, "r") as f:
             data = json.load(f) if path.endswith(".json") else load_yaml_text(f.read())
-    except (OSError, yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot parse ({' '.join(str(e).split())})") from None
+    except (OSError, yaml.YAMLError, ValueError, TypeError, AttributeError, RecursionError) as e:
+        # ValueError covers JSON / UTF-8 errors and refused YAML values (!!int x, a timestamp 2001-13-45)
+        raise DataError(f"{path}: cannot parse ({' '.join(str(e).split())[:200]})") from None
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a mapping at the top level")
     pose = data.get("lidar_pose")
