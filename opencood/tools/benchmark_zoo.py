@@ -169,6 +169,10 @@ def table_rows(rows):
              "| epochs (train s) |", "|---|---|" + "---|" * 10]
     verdicts = []
     for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['method']} | failed: {r['error']} |" + " |" * 10)
+            verdicts.append(f"- {r['method']}: did not run to the end ({r['error']}).")
+            continue
         for label, res in ((f"ego only (-f {r['ego_mode']})", r["ego"]), (f"{r['mode']} (-f {r['mode']})", r["collab"])):
             aps = " | ".join(f"{v:.3f}" for v in _aps(res))
             lines.append(f"| {r['method']} | {label} | {aps} | {r['params']:,} | {_bytes_cell(res)} "
@@ -231,7 +235,12 @@ def run(opt, argv=()):
     rows = []
     for src in configs:
         logger.info(f"=== {os.path.basename(src)}")
-        rows.append(bench_method(src, opt))
+        try:
+            rows.append(bench_method(src, opt))
+        except Exception as err:  # one broken method must not lose the others' rows; its error is in the table
+            logger.exception(f"{os.path.basename(src)} failed")
+            message = " ".join(str(err).split())[:200].replace("|", "/")
+            rows.append({"method": os.path.splitext(os.path.basename(src))[0], "error": message})
     text = write_results(rows, opt, list(argv), opt.out)
     logger.info(text)
     return rows
