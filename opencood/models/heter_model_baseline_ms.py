@@ -67,6 +67,51 @@ def level_section(section, key, level, channels):
     return section
 
 
+def build_level_fusion(cfg, levels, source="config"):
+    """The fusion of a multi-scale model: one module per level, or one multi-scale module.
+
+    Args:
+        cfg: parsed ``model.args`` (``fusion_method`` and its section).
+        levels: [:class:`FeatureInfo`] of the levels.
+
+    Returns:
+        (``nn.ModuleList`` of per-level modules | the multi-scale module, True for the latter). A module whose
+        section sets its ``MULTI_SCALE_KEY`` (``where2comm.multi_scale``) fuses all levels (``forward_levels``).
+    """
+    fusion_cls = FUSION_MODULES.get(cfg.fusion_method, source=source)
+    section = cfg.get(cfg.fusion_method) or {}
+    flag = getattr(fusion_cls, "MULTI_SCALE_KEY", None)
+    if flag and section.get(flag):
+        return fusion_cls(dict(section, num_filters=[lv.channels for lv in levels])), True
+    key = getattr(fusion_cls, "CHANNEL_KEY", None)
+    return nn.ModuleList(fusion_cls(level_section(section, key, i, lv.channels), channels=lv.channels)
+                         for i, lv in enumerate(levels)), False
+
+
+def fuse_levels(fusion_net, multi_level, levels, inp):
+    """Fuse every level: ([(N, C_l, H_l, W_l)], FusionInput of level 0) -> ([(B, C_l, H_l, W_l)], aux)."""
+    if multi_level:
+        return fusion_net.forward_levels(levels, inp)
+    fused, aux = [], {}
+    for module, level in zip(fusion_net, levels):
+        f, a = module(replace(inp, features=level))
+        fused.append(f)
+        aux.update(a)
+    return fused, aux
+
+
+def check_fusion_channels(cfg, levels, source):
+    """A per-level channel list in the fusion section must have one entry per level, each equal."""
+    key = getattr(FUSION_MODULES.get(cfg.fusion_method), "CHANNEL_KEY", None)
+    value = (cfg.get(cfg.fusion_method) or {}).get(key) if key else None
+    path = f"model.args.{cfg.fusion_method}.{key}"
+    if isinstance(value, (list, tuple)):
+        if len(value) != len(levels):
+            raise ConfigError(f"{source}: {path} has {len(value)} entries but the backbone has {len(levels)} levels")
+        for i, (v, lv) in enumerate(zip(value, levels)):
+            check_channels(v, lv.by(f"backbone level {i}"), f"{path}[{i}]", source)
+
+
 @MODELS.register("heter_model_baseline_ms")
 class HeterModelBaselineMs(HeterPyramidCollab):
     """Multi-scale collaborative detector (see module docstring).
@@ -98,17 +143,8 @@ class HeterModelBaselineMs(HeterPyramidCollab):
                               f"single-agent heads for its confidence maps (model.args.supervise_single: true)")
 
     def build_fusion(self, cfg, levels):
-        """``fusion_net``: one module per level, or one multi-scale module (``where2comm`` with multi_scale)."""
-        fusion_cls = FUSION_MODULES.get(cfg.fusion_method, source=self.source)
-        section = cfg.get(cfg.fusion_method) or {}
-        flag = getattr(fusion_cls, "MULTI_SCALE_KEY", None)
-        self.multi_level_fusion = bool(flag and section.get(flag))
-        if self.multi_level_fusion:
-            self.fusion_net = fusion_cls(dict(section, num_filters=[lv.channels for lv in levels]))
-            return
-        key = getattr(fusion_cls, "CHANNEL_KEY", None)
-        self.fusion_net = nn.ModuleList(fusion_cls(level_section(section, key, i, lv.channels), channels=lv.channels)
-                                        for i, lv in enumerate(levels))
+        """``fusion_net`` for the levels (see :func:`build_level_fusion`)."""
+        self.fusion_net, self.multi_level_fusion = build_level_fusion(cfg, levels, self.source)
 
     @property
     def has_unused_parameters(self):
@@ -127,7 +163,7 @@ class HeterModelBaselineMs(HeterPyramidCollab):
             raise ConfigError(f"{source}: {where}: level 0 is the agents' map ({agents.channels} channels), so "
                               f"layer_strides[0] must be 1 and num_filters[0] {agents.channels}")
         levels = ResNetBEVBackbone.level_infos(cfg.fusion_backbone, agents, where, source)
-        cls.check_fusion_channels(cfg, levels, source)
+        check_fusion_channels(cfg, levels, source)
         out = ResNetBEVBackbone.feature_info(cfg.fusion_backbone, agents, where, source).by("backbone")
         if cfg.shrink_header is not None:
             where = "model.args.shrink_header"
@@ -136,19 +172,6 @@ class HeterModelBaselineMs(HeterPyramidCollab):
         check_channels(cfg.in_head, out, "model.args.in_head", source)
         _check_anchor_grid(cfg, out, source)
         return FeatureChain({**stages, "_agents": agents, "_levels": levels}, crops, out)
-
-    @classmethod
-    def check_fusion_channels(cls, cfg, levels, source):
-        """A per-level channel list in the fusion section must have one entry per level, each equal."""
-        key = getattr(FUSION_MODULES.get(cfg.fusion_method), "CHANNEL_KEY", None)
-        value = (cfg.get(cfg.fusion_method) or {}).get(key) if key else None
-        path = f"model.args.{cfg.fusion_method}.{key}"
-        if isinstance(value, (list, tuple)):
-            if len(value) != len(levels):
-                raise ConfigError(f"{source}: {path} has {len(value)} entries but fusion_backbone has "
-                                  f"{len(levels)} levels")
-            for i, (v, lv) in enumerate(zip(value, levels)):
-                check_channels(v, lv.by(f"backbone level {i}"), f"{path}[{i}]", source)
 
     # --- forward ----------------------------------------------------------------------------------------
 
@@ -171,15 +194,7 @@ class HeterModelBaselineMs(HeterPyramidCollab):
         inp = self.fusion_input(features, data_dict)
         if self.supervise_single:
             inp.confidence = agent_confidence(self.cls_head_single, features)
-        levels = self.levels(features)
-        if self.multi_level_fusion:
-            fused, fusion_aux = self.fusion_net.forward_levels(levels, inp)
-        else:
-            fused, fusion_aux = [], {}
-            for module, level in zip(self.fusion_net, levels):
-                f, a = module(replace(inp, features=level))
-                fused.append(f)
-                fusion_aux.update(a)
+        fused, fusion_aux = fuse_levels(self.fusion_net, self.multi_level_fusion, self.levels(features), inp)
         out.update(self.decode_and_detect(self.backbone.decode_multiscale_feature(fused)))
         out.update(fusion_aux)
         return out

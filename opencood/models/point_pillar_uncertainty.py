@@ -22,7 +22,8 @@ from opencood.utils.errors import DataError
 from opencood.utils.registry import FUSION_MODULES, MODELS
 
 UNCERTAINTY_KEYS = {
-    **{k: v for k, v in PointPillarBaseline.CONFIG.keys.items() if k != "fusion_method" and k not in FUSION_MODULES},
+    **{k: v for k, v in PointPillarBaseline.CONFIG.keys.items()
+       if k not in ("fusion_method", "comm_degradation") and k not in FUSION_MODULES},
     "uncertainty_dim": Key(int, 3, "log-variances per anchor: 2 (x, y) or 3 (x, y, yaw)", choices=(2, 3)),
 }
 

@@ -36,7 +36,7 @@ def test_per_level_channels_are_checked():
     hypes = load_yaml(TINY)
     bad = copy.deepcopy(hypes)
     bad["model"]["args"]["att"]["feat_dim"] = [32, 64]
-    with pytest.raises(ConfigError, match=r"att.feat_dim has 2 entries but fusion_backbone has 3 levels"):
+    with pytest.raises(ConfigError, match=r"att.feat_dim has 2 entries but the backbone has 3 levels"):
         create_model(bad)
     bad["model"]["args"]["att"]["feat_dim"] = [32, 64, 128]
     with pytest.raises(ConfigError, match=r"att.feat_dim\[2\] = 128 but backbone level 2 outputs 64 channels"):
@@ -79,3 +79,44 @@ def test_uncertainty_model_outputs_and_trains(make_tiny_config):
     assert "uncertainty_loss" in criterion.loss_tensors
     assert losses[-1] < 0.8 * losses[0]
     assert model.unc_head.weight.shape == (6, 64, 1, 1)
+
+
+def _classic_ms_args(**over):
+    from tests.models.test_heter_model_baseline import RANGE, VFE
+    args = {"voxel_size": [0.4, 0.4, 4.0], "lidar_range": RANGE, "pillar_vfe": VFE,
+            "point_pillar_scatter": {"num_features": 64, "grid_size": [64, 32, 1]},
+            "base_bev_backbone": {"resnet": True, "layer_nums": [1, 1, 1], "layer_strides": [2, 2, 2],
+                                  "num_filters": [64, 32, 32], "upsample_strides": [1, 2, 4],
+                                  "num_upsample_filter": [16, 16, 16]},
+            "shrink_header": {"kernal_size": [3], "stride": [1], "padding": [1], "dim": [16], "input_dim": 48},
+            "fusion_method": "att", "att": {"feat_dim": [64, 32, 32]}, "anchor_number": 2,
+            "dir_args": {"dir_offset": 0.7853, "num_bins": 2, "anchor_yaw": [0, 90]}}
+    args.update(over)
+    return args
+
+
+@pytest.mark.parametrize("fusion", ["att", "max", "where2comm"])
+def test_classic_multiscale_model_fuses_every_level(fusion):
+    from opencood.utils.registry import MODELS
+    from tests.models.test_heter_model_baseline import pairwise_identityish, random_voxels
+    over = {"fusion_method": fusion}
+    if fusion != "att":
+        over["att"] = None
+    if fusion == "where2comm":
+        over["where2comm"] = {"multi_scale": True, "communication": {"thre": 0.4}}
+    args = {k: v for k, v in _classic_ms_args(**over).items() if v is not None}
+    torch.manual_seed(0)
+    model = MODELS.get("point_pillar_baseline_multiscale")(args)
+    g = torch.Generator().manual_seed(0)
+    batch = {"processed_lidar": random_voxels(3, g), "record_len": torch.tensor([2, 1]),
+             "pairwise_t_matrix": pairwise_identityish(2)}
+    out = model(batch)
+    assert out["cls_preds"].shape == (2, 2, 16, 32) and out["fused_feature"].shape == (2, 16, 16, 32)
+    sum(v.float().sum() for k, v in out.items() if k.endswith("_preds")).backward()
+    assert model.backbone.resnet.layer0[0].conv1.weight.grad is not None  # level 0 is fused too (HEAL's layout)
+    if fusion == "where2comm":
+        assert 0.0 <= float(out["comm_rate"]) <= 1.0 and out["comm_mask"].shape == (3, 1, 16, 32)
+    keys = model.state_dict().keys()
+    assert "pillar_vfe.pfn_layers.0.linear.weight" in keys and "backbone.resnet.layer2.0.conv1.weight" in keys
+    with pytest.raises(ConfigError, match=r"att.feat_dim\[1\] = 64 but backbone level 1 outputs 32 channels"):
+        MODELS.get("point_pillar_baseline_multiscale")(_classic_ms_args(att={"feat_dim": [64, 64, 32]}))
