@@ -19,7 +19,9 @@ Rules:
 * Agents whose type is not a key of ``modality_setting`` are dropped by the datasets.
 """
 import json
+import logging
 import os
+import re
 
 import numpy as np
 
@@ -27,6 +29,8 @@ from opencood.utils.camera_utils import DATA_AUG_CONF, GRID_CONF
 from opencood.utils.config import REQUIRED, Key, Schema, registry_schema
 from opencood.utils.errors import ConfigError
 from opencood.utils.registry import PREPROCESSORS
+
+logger = logging.getLogger(__name__)
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -117,6 +121,7 @@ class HeterAssigner:
                 raise ConfigError(f"{source}: 'heter.ego_modality' names '{m}', which is not a key of "
                                   f"'heter.modality_setting' ({', '.join(self.modalities)})")
         self.mapping_dict = {str(k): str(v) for k, v in cfg.mapping_dict.items()}
+        self._check_mapping(settings)
         pref = cfg.cav_preference or {m: 1.0 for m in self.modalities}
         for m in pref:
             if m not in settings:
@@ -133,6 +138,19 @@ class HeterAssigner:
                 raise ConfigError(f"{source}: 'ego_diff_cav' is true but 'heter.cav_preference' / "
                                   f"'heter.modality_setting' has no non-ego type")
 
+
+    def _check_mapping(self, settings):
+        """``mapping_dict`` keys and values must be agent type names (``m1``, ``m2``, ...): a typo such as
+        ``M1`` or ``lidar`` would silently give agents no type. A value without a ``modality_setting`` is legal
+        (HEAL's stage configs map every json type; agents of such types carry no input) and logged once."""
+        bad = [t for pair in self.mapping_dict.items() for t in pair if not re.fullmatch(MODALITY_TYPE, t)]
+        if bad:
+            raise ConfigError(f"{self.source}: 'heter.mapping_dict' names '{bad[0]}', not an agent type "
+                              f"(m1, m2, ...; this config has {', '.join(self.modalities)})")
+        absent = sorted({v for v in self.mapping_dict.values() if v not in settings})
+        if absent:
+            logger.info(f"{self.source}: heter.mapping_dict maps to {', '.join(absent)} without a "
+                        f"heter.modality_setting: agents of those types take no input")
     def sensor_type(self, modality):
         """'lidar', 'camera' or 'lidar_camera' for a type of ``modality_setting``."""
         return self.modality_setting[modality].sensor_type

@@ -88,3 +88,9 @@ def test_config_errors(json_path, tmp_path):
     with pytest.raises(ConfigError, match="assignment_path' is required for evaluation"):
         none.check_coverage({"s1": ["1"]}, train=False)
     none.check_coverage({"s1": ["1"]}, train=True)
+
+
+@pytest.mark.parametrize("value", ["M1", "lidar", "m1 "])
+def test_mapping_dict_must_name_agent_types(json_path, value):
+    with pytest.raises(ConfigError, match=f"'heter.mapping_dict' names '{value}', not an agent type"):
+        make(json_path, mapping={"m1": "m1", "m2": value})
