@@ -50,6 +50,9 @@ def build_parser(ddp=False):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num_workers", type=int, default=None, help="DataLoader workers (default: min(4, cpus))")
     p.add_argument("--skip_test", action="store_true", help="do not run inference on the test split at the end")
+    p.add_argument("--check_data", choices=("files", "full"), default="files",
+                   help="up-front dataset check: 'files' (every file the run reads exists) or 'full' (also parse "
+                        "every agent YAML and PCD header of the train, validate and test splits)")
     p.add_argument("--amp", action="store_true", help="mixed precision (bf16 where supported, else fp16+GradScaler)")
     train_utils.add_compile_args(p)
     p.add_argument("--log_root", default="opencood/logs", help="where new run folders are created")
@@ -311,6 +314,8 @@ class _Training:
         self.criterion = train_utils.create_loss(hypes)
         self.train_set = build_dataset(hypes, visualize=False, train=True)
         self.val_set = build_dataset(hypes, visualize=False, train=False)
+        if getattr(opt, "check_data", "files") == "full":
+            self._check_data_full()
         self.input_stats = [s for s in map(_input_stats, (self.train_set, self.val_set)) if s is not None]
         for stats in self.input_stats:  # created here, in the main process: the workers share them
             stats.take()
@@ -318,7 +323,7 @@ class _Training:
         self.train_loader, self.val_loader = loaders.build_loaders(
             self.train_set, self.val_set, int(require(hypes, "train_params.batch_size")), workers, self.device,
             opt.seed, rank=dd.rank if dd.enabled else None, world=dd.world)
-        self.lock = None
+        self.lock, self.removed_temp_files = None, []
         self.run_dir = self._run_dir()
         try:
             self._open_run()
@@ -330,6 +335,8 @@ class _Training:
         """Log file, resume point, optimisation state and tensorboard writer of the (locked) run folder."""
         if self.dd.main:
             self._start_log_file()
+            for path in self.removed_temp_files:
+                logger.info(f"removed {path} (a temp file of a trainer that no longer runs)")
         self.checkpointer = ckpt.Checkpointer(self.run_dir)
         self.init_epoch, state = self._resume() if self.opt.model_dir else (0, None)
         self.ctx, self.scheduler, self.best_val = self._optimization(state)
@@ -337,6 +344,20 @@ class _Training:
         if self.dd.main:
             from tensorboardX import SummaryWriter
             self.writer = SummaryWriter(self.run_dir)
+
+    def _check_data_full(self):
+        """``--check_data full``: parse every agent file and PCD header of the splits this run reads."""
+        from opencood.data_utils.datasets.basedataset.dataset_tree import check_split_contents
+        from opencood.data_utils.datasets.basedataset.opv2v_basedataset import OPV2VBaseDataset, read_agent_params
+        if not isinstance(getattr(self.train_set, "base", None), OPV2VBaseDataset):
+            logger.info("--check_data full: only OPV2V-format datasets are parsed up front; the file check ran")
+            return
+        keys = ("root_dir", "validate_dir") + (() if self.opt.skip_test else ("test_dir",))
+        for split in dict.fromkeys(self.hypes[k] for k in keys if self.hypes.get(k)):
+            t0 = time.time()
+            n = check_split_contents(split, read_agent_params)
+            if self.dd.main:
+                logger.info(f"--check_data full: {split}: {n} files parsed, no problem ({time.time() - t0:.1f} s)")
 
     def _run_dir(self):
         """``--model_dir``, or a new ``<log_root>/<name>_<time>`` folder made by rank 0 (with its config.yaml).
@@ -359,8 +380,7 @@ class _Training:
 
     def _lock(self, run_dir):
         self.lock = ckpt.RunLock(run_dir).acquire()
-        for path in remove_stale_temp_files(run_dir):
-            logger.info(f"removed {path} (a temp file of a trainer that no longer runs)")
+        self.removed_temp_files = remove_stale_temp_files(run_dir)  # logged once the log file is open
 
     def close(self):
         """Release the run folder's lock (idempotent)."""
