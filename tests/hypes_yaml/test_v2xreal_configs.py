@@ -78,6 +78,23 @@ def test_tiny_stage1_training_steps_lower_the_loss(v2xreal_root, tmp_path):
 
 
 @pytest.mark.slow
+def test_in_order_inference_agents_join_in_vc_order(v2xreal_root):
+    """inference_heter_in_order on the V2X-Real infer config: the vehicle ego is m1, then 2 (m2), -1 (m3), -2 (m4)."""
+    from opencood.data_utils.datasets import build_dataset
+    from opencood.tools.inference_heter_in_order import in_order_hypes
+    hypes = load_yaml(os.path.join(REPO, FULL, "stage2", "m1m2m3m4_att_infer.yaml"))
+    for key in ("root_dir", "validate_dir", "test_dir"):
+        hypes[key] = hypes[key].replace("dataset", v2xreal_root, 1)
+    hypes["heter"]["assignment_path"] = hypes["heter"]["assignment_path"].replace("dataset", v2xreal_root, 1)
+    hypes["validate_dir"] = hypes["test_dir"]
+    hypes = in_order_hypes(hypes)
+    hypes["fusion"]["args"]["use_cav"] = 4
+    sample = build_dataset(hypes, visualize=False, train=False)[0]["ego"]
+    assert sample["agent_modality_list"] == ["m1", "m2", "m3", "m4"]
+    assert sample["cav_id_list"] == ["1", "2", "-1", "-2"]
+
+
+@pytest.mark.slow
 def test_three_class_training_detects_every_class(tmp_path):
     """Train the tiny stage-1 config (24 epochs, ~5 min on a quiet 2-core CPU) on a small synthetic V2X-Real world
     and evaluate with inference.py. Chance level is AP 0 (the untrained head scores nothing above the threshold;

@@ -4,7 +4,7 @@ Output under ``root``::
 
     v2xreal/{train,validate,test}/<YYYY-MM-DD-hh-mm-ss>_<k>_0/<1|2|-1|-2>/<ts>.yaml + <ts>.bin
     v2xreal/.opencood_synthetic.json
-    modality_assign/v2xreal_4modality.json, v2xreal_4modality_in_order.json
+    modality_assign/v2xreal_4modality.json, v2xreal_4modality_in_order.json   (in order: 1, 2, -1, -2 = m1..m4)
 
 Two connected vehicles (ids 1, 2: the world's two agent cars) and two road-side units (-1, -2: poles on
 opposite corners of the intersection, LiDAR 3 m high). Every agent YAML holds ``lidar_pose`` and the objects its
@@ -66,6 +66,16 @@ def write_scenario(split_dir, name, seed, opts):
     return points_n, objects_n, union, others, sorted(folders.values())
 
 
+def in_order(test_scenarios):
+    """``*_in_order.json`` of V2X-Real: per test scenario the vehicles (sorted) then the RSUs (-1, -2, ...) get
+    m1, m2, m3, m4, so agents join the vehicle ego in the ``vc`` order."""
+    out = {}
+    for scenario, ids in sorted(test_scenarios.items()):
+        ordered = sorted(i for i in ids if i > 0) + sorted((i for i in ids if i < 0), reverse=True)
+        out[scenario] = {str(cav): f"m{j % 4 + 1}" for j, cav in enumerate(ordered)}
+    return out
+
+
 @SYNTHETIC_FORMATS.register("v2xreal")
 def write(root, preset="tiny", seed=0, workers=1, progress=True, **overrides):
     """Write the synthetic world as a V2X-Real tree under ``root`` (see the module docstring).
@@ -97,7 +107,6 @@ def write(root, preset="tiny", seed=0, workers=1, progress=True, **overrides):
         agents.setdefault(split, {})[name] = ids
     assign = writers.ensure_dir(os.path.join(os.fspath(root), "modality_assign"))
     writers.write_json(os.path.join(assign, "v2xreal_4modality.json"), writers.modality_assignment(agents))
-    writers.write_json(os.path.join(assign, "v2xreal_4modality_in_order.json"),
-                       writers.modality_in_order(agents.get("test", {})))
+    writers.write_json(os.path.join(assign, "v2xreal_4modality_in_order.json"), in_order(agents.get("test", {})))
     S.write_marker(folder, seed, preset, opts, complete=True)
     return S.summary(root, t0, names, points, objects, union, others, time.time())
