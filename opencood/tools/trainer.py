@@ -312,10 +312,10 @@ class _Training:
         # model and loss first: a config error of either surfaces before the datasets are read
         self.model = train_utils.create_model(hypes)
         self.criterion = train_utils.create_loss(hypes)
-        self.train_set = build_dataset(hypes, visualize=False, train=True)
-        self.val_set = build_dataset(hypes, visualize=False, train=False)
         if getattr(opt, "check_data", "files") == "full":
             self._check_data_full()
+        self.train_set = build_dataset(hypes, visualize=False, train=True)
+        self.val_set = build_dataset(hypes, visualize=False, train=False)
         self.input_stats = [s for s in map(_input_stats, (self.train_set, self.val_set)) if s is not None]
         for stats in self.input_stats:  # created here, in the main process: the workers share them
             stats.take()
@@ -349,7 +349,9 @@ class _Training:
         """``--check_data full``: parse every agent file and PCD header of the splits this run reads."""
         from opencood.data_utils.datasets.basedataset.dataset_tree import check_split_contents
         from opencood.data_utils.datasets.basedataset.opv2v_basedataset import OPV2VBaseDataset, read_agent_params
-        if not isinstance(getattr(self.train_set, "base", None), OPV2VBaseDataset):
+        from opencood.utils.registry import BASE_DATASETS
+        base = BASE_DATASETS.get(self.hypes["fusion"].get("dataset", "opv2v"), self.hypes.get(SOURCE_KEY, "config"))
+        if not issubclass(base, OPV2VBaseDataset):
             logger.info("--check_data full: only OPV2V-format datasets are parsed up front; the file check ran")
             return
         keys = ("root_dir", "validate_dir") + (() if self.opt.skip_test else ("test_dir",))
