@@ -33,10 +33,10 @@ logger = logging.getLogger("opencood.tools.demo")
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO_YAMLS = os.path.join(REPO, "opencood", "hypes_yaml", "demo", "gencomm")
-# --preset -> (config set, run folder, DataLoader workers) used when the option is not given
+# --preset -> (config set, run folder, DataLoader workers, trainings side by side) when the options are not given
 PRESET_DEFAULTS = {"gpu": (os.path.join(REPO, "opencood", "hypes_yaml", "demo", "gencomm_gpu"),
-                           os.path.join("opencood", "logs", "demo_gpu"), 8)}
-FALLBACK_DEFAULTS = (DEMO_YAMLS, os.path.join("opencood", "logs", "demo"), 2)
+                           os.path.join("opencood", "logs", "demo_gpu"), 8, 4)}
+FALLBACK_DEFAULTS = (DEMO_YAMLS, os.path.join("opencood", "logs", "demo"), 2, 1)
 STEP_TIMES = []  # (step, seconds) of every CLI step, for the summary
 
 
@@ -64,6 +64,35 @@ def sh(args, log=None, env=None):
     STEP_TIMES.append((shown, time.time() - t0))
     logger.info(f"  done in {STEP_TIMES[-1][1]:.0f} s")
     return r.stdout
+
+
+def sh_many(arg_lists, log=None, env=None, parallel=1):
+    """Run independent CLI steps, up to ``parallel`` at a time (e.g. several trainings sharing one GPU); stop
+    the demo with the output of the first failing step. Outputs go to ``log`` in the order the steps were given."""
+    if parallel <= 1:
+        return [sh(a, log, env) for a in arg_lists]
+    outputs = []
+    for i in range(0, len(arg_lists), parallel):
+        group = arg_lists[i:i + parallel]
+        t0, procs = time.time(), []
+        for args in group:
+            logger.info("$ " + " ".join(os.path.relpath(a, REPO) if os.path.isabs(a) else a for a in args) + " &")
+            procs.append(subprocess.Popen([sys.executable] + args, cwd=REPO, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True, env=env))
+        results = [(args, p.communicate()[0], p.returncode) for args, p in zip(group, procs)]
+        for args, out, rc in results:
+            if log:
+                with open(log, "a") as f:
+                    f.write(out)
+            if rc != 0:
+                logger.info(out[-4000:])
+                raise SystemExit(f"demo step failed ({rc}): {' '.join(args)}")
+            outputs.append(out)
+        STEP_TIMES.append((f"{len(group)} steps side by side: " + ", ".join(
+            os.path.basename(a[a.index("--model_dir") + 1]) if "--model_dir" in a else a[0] for a, _, _ in results),
+            time.time() - t0))
+        logger.info(f"  done in {STEP_TIMES[-1][1]:.0f} s")
+    return outputs
 
 
 def fresh_run_dir(root, name, config):
@@ -145,16 +174,21 @@ def parse_args(argv=None):
     p.add_argument("--logs", default=None, help="run folders (default: opencood/logs/demo, or demo_gpu for gpu)")
     p.add_argument("--preset", default="demo", help="make_synthetic.py preset (demo: CPU; gpu: one H200)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where every step runs")
-    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default 2; 8 for gpu)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="DataLoader workers, shared by the runs of a stage (default 2; 8 for gpu)")
+    p.add_argument("--parallel", type=int, default=None,
+                   help="trainings of one stage run side by side (default 1; 4 for gpu: the four stage-1 bases, "
+                        "then the three stage-2 runs, share the GPU)")
     p.add_argument("--configs", default=None,
                    help="YAML set to run (stage1/mX_att.yaml, stage2/m1mX_att.yaml, stage2/m1m2m3m4_att_infer.yaml);"
                         " default demo/gencomm, or demo/gencomm_gpu for --preset gpu")
     p.add_argument("--skip-data", action="store_true", help="use the dataset already under --root")
     opt = p.parse_args(argv)
-    configs, logs, workers = PRESET_DEFAULTS.get(opt.preset, FALLBACK_DEFAULTS)
+    configs, logs, workers, parallel = PRESET_DEFAULTS.get(opt.preset, FALLBACK_DEFAULTS)
     opt.configs = opt.configs or configs
     opt.logs = opt.logs or logs
     opt.workers = workers if opt.workers is None else opt.workers
+    opt.parallel = max(1, parallel if opt.parallel is None else opt.parallel)
     if opt.device == "cuda":
         import torch
         if not torch.cuda.is_available():
@@ -173,6 +207,7 @@ def main(argv=None):
     open(log, "w").close()
     setup_logging(logs, "demo.log")  # the demo's own lines, between the steps' outputs appended by sh()
     w = ["--num_workers", str(opt.workers)]
+    w_shared = ["--num_workers", str(max(1, opt.workers // opt.parallel))]  # workers of each run side by side
 
     if not opt.skip_data:
         sh(["opencood/tools/make_synthetic.py", "--root", opt.root, "--preset", opt.preset,
@@ -183,10 +218,10 @@ def main(argv=None):
             shutil.rmtree(os.path.join(REPO, cache))
 
     # ---- stage 1: one homogeneous collaboration base per agent type ---------------------------
-    s1 = {}
-    for m in ("m1", "m2", "m3", "m4"):
-        s1[m] = fresh_run_dir(logs, f"stage1_{m}", os.path.join(cfg, "stage1", f"{m}_att.yaml"))
-        sh(["opencood/tools/train.py", "-y", "None", "--model_dir", s1[m], "--skip_test"] + w, log, env)
+    s1 = {m: fresh_run_dir(logs, f"stage1_{m}", os.path.join(cfg, "stage1", f"{m}_att.yaml"))
+          for m in ("m1", "m2", "m3", "m4")}
+    sh_many([["opencood/tools/train.py", "-y", "None", "--model_dir", d, "--skip_test"] + w_shared
+             for d in s1.values()], log, env, opt.parallel)
     sh(["opencood/tools/inference.py", "--model_dir", s1["m1"], "--fusion_method", "intermediate", "--save_vis",
         "--save_vis_interval", "5"] + w, log, env)
     sh(["opencood/tools/inference.py", "--model_dir", s1["m1"], "--fusion_method", "no"] + w, log, env)
@@ -197,8 +232,10 @@ def main(argv=None):
     for m in ("m2", "m3", "m4"):
         s2[m] = fresh_run_dir(logs, f"stage2_m1{m}", os.path.join(cfg, "stage2", f"m1{m}_att.yaml"))
         sh(["opencood/tools/heal_tools.py", "merge_and_save", s1[m], s1["m1"], s2[m]], log, env)
-        sh(["opencood/tools/train.py", "-y", "None", "--model_dir", s2[m], "--skip_test"] + w, log, env)
-        sh(["opencood/tools/inference.py", "--model_dir", s2[m], "--fusion_method", "intermediate"] + w, log, env)
+    sh_many([["opencood/tools/train.py", "-y", "None", "--model_dir", d, "--skip_test"] + w_shared
+             for d in s2.values()], log, env, opt.parallel)
+    sh_many([["opencood/tools/inference.py", "--model_dir", d, "--fusion_method", "intermediate"] + w_shared
+             for d in s2.values()], log, env, opt.parallel)
 
     # ---- stage 3: merge everything, static and dynamic inference --------------------------------
     final = fresh_run_dir(logs, "final_m1m2m3m4", os.path.join(cfg, "stage2", "m1m2m3m4_att_infer.yaml"))

@@ -2,6 +2,7 @@
 step each on the tiny world on the CPU, so CI guards them although the GPU runs are not part of `make test`."""
 import glob
 import os
+import time
 
 import pytest
 import torch
@@ -16,13 +17,24 @@ STAGES = sorted(os.path.relpath(p, GPU_SET) for p in glob.glob(os.path.join(GPU_
 
 def test_preset_defaults():
     opt = demo.parse_args(["--preset", "gpu"])
-    assert (opt.configs, opt.workers) == (GPU_SET, 8) and opt.logs.endswith("demo_gpu")
+    assert (opt.configs, opt.workers, opt.parallel) == (GPU_SET, 8, 4) and opt.logs.endswith("demo_gpu")
     opt = demo.parse_args([])
-    assert opt.configs == demo.DEMO_YAMLS and opt.workers == 2 and opt.device == "cpu"
+    assert opt.configs == demo.DEMO_YAMLS and (opt.workers, opt.parallel) == (2, 1) and opt.device == "cpu"
     assert demo.step_env("cpu")["CUDA_VISIBLE_DEVICES"] == ""
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit):
             demo.parse_args(["--device", "cuda"])
+
+
+def test_steps_side_by_side_run_together_and_stop_on_failure(tmp_path):
+    log = str(tmp_path / "demo.log")
+    sleep = ["-c", "import time; time.sleep(1.0); print('slept')"]
+    t0 = time.time()
+    outs = demo.sh_many([sleep, sleep, sleep], log, None, parallel=3)
+    assert time.time() - t0 < 2.5 and outs == ["slept\n"] * 3  # together, not one after another
+    assert open(log).read().count("slept") == 3
+    with pytest.raises(SystemExit, match="demo step failed"):
+        demo.sh_many([["-c", "print('ok')"], ["-c", "raise SystemExit(3)"]], log, None, parallel=2)
 
 
 def test_gpu_set_mirrors_the_cpu_set():
