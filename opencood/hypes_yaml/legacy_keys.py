@@ -10,7 +10,6 @@ LEGACY_KEYS = {
     "label_type": "evaluation GT is always the LiDAR labels (HEAL's camera-label switch is not used)",
     "wild_setting": "OpenCOOD's wild-setting block: async/loc noise live in noise_setting here",
     "train_params.max_cav_num": "HEAL alias never read; train_params.max_cav is",
-    "box_align": "CoAlign's box alignment is not built yet",
     "only_vis_ego": "visualisation flag of OpenCOOD's inference script",
     "model.args.supervise_single": "HEAL's single-agent supervision; only heter_pyramid_collab declares it "
                                    "(its occupancy loss), other models have no single-agent heads",
