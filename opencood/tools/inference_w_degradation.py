@@ -1,8 +1,6 @@
 """Robustness sweep of message degradation (one knob of model.args.comm_degradation: mask_ratio, noise_std or bits).
 
 ``inference_robustness.py`` with ``--sweep degradation`` fixed; see there for the flags and the outputs."""
-import sys
-
 from opencood.tools.inference_robustness import main as sweep_main
 
 
@@ -11,4 +9,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,8 +1,6 @@
 """Robustness sweep of communication delay (async_overhead 0..500 ms: the collaborators' delayed clouds, cameras and poses).
 
 ``inference_robustness.py`` with ``--sweep delay`` fixed; see there for the flags and the outputs."""
-import sys
-
 from opencood.tools.inference_robustness import main as sweep_main
 
 
@@ -11,4 +9,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,8 +1,6 @@
 """Robustness sweep of pose error (pos_std = rot_std 0..0.8 m / deg, optional Laplace), as the reference's tool.
 
 ``inference_robustness.py`` with ``--sweep noise`` fixed; see there for the flags and the outputs."""
-import sys
-
 from opencood.tools.inference_robustness import main as sweep_main
 
 
@@ -11,4 +9,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

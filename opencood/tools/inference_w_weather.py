@@ -1,8 +1,6 @@
 """Robustness sweep of LiDAR in fog or snow (lidar_weather severity 0..5).
 
 ``inference_robustness.py`` with ``--sweep weather`` fixed; see there for the flags and the outputs."""
-import sys
-
 from opencood.tools.inference_robustness import main as sweep_main
 
 
@@ -11,4 +9,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
