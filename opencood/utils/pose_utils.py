@@ -6,6 +6,7 @@ Config section (top level of the experiment YAML)::
       add_noise: true          # master switch (default false: no noise)
       add_pose_noise: true     # optional, default true when add_noise is on
       args: {pos_std: 0.2, rot_std: 0.2, pos_mean: 0, rot_mean: 0, laplace: false}
+      add_async_noise: false   # communication delay (opencood.utils.comm_delay; async_args there)
 
 Noise is added to the LiDAR pose 6-vector ``[x, y, z, roll, yaw, pitch]`` (metres, degrees) of **every**
 agent, ego included: x and y get N(pos_mean, pos_std) metres, yaw gets N(rot_mean, rot_std) degrees;
