@@ -1,0 +1,104 @@
+"""BackAlign baseline as GenComm uses it (HEAL's backward alignment, trained collaboratively).
+
+The collaboration base is the ego type's stage-1 model (``heter_model_baseline``). Stage 2 keeps the ego
+type's ``encoder_/backbone_/shrinker_mX``, ``fusion_net`` and the ``cls/reg/dir`` heads frozen and trains
+the new agent type's encoder, backbone and shrinker so that its feature map fits the frozen fusion and
+heads (mixed ego/new-type agents; ``mapping_dict`` m1:m1, m2:m1, m3:m3, m4:m3 for the m1m3 run), with
+the detection (+ camera depth) loss::
+
+    new type:  sensor -> encoder_mN -> backbone_mN -> shrinker_mN --(trained)--+
+    ego type:  sensor -> encoder_m1 -> backbone_m1 -> shrinker_m1 --(frozen)---+-> fusion_net -> heads (frozen)
+
+Frozen modules stay in eval mode for the whole run (BatchNorm statistics are not updated; the reference
+froze them only in ``__init__`` and let ``train.py``'s per-epoch ``model.train()`` make them drift).
+"""
+from opencood.models.heter_model_baseline import HeterModelBaseline
+from opencood.utils.config import REQUIRED, Key
+from opencood.utils.errors import CheckpointError, ConfigError
+from opencood.utils.heter_utils import parse_ego_modality
+from opencood.utils.registry import MODELS
+
+TYPE_STAGES = ("encoder", "backbone", "shrinker")
+
+
+class FrozenBaseMixin:
+    """Freezing shared by the stage-2 baselines: ``self.trainable_modules`` names the top-level children
+    that learn; every other child is frozen (``requires_grad`` off, always eval mode) and must come from
+    the merged stage-1 checkpoint."""
+
+    trainable_modules = ()
+
+    def freeze_all_but_trainable(self):
+        """Switch ``requires_grad`` off outside ``trainable_modules`` and put the frozen children in eval."""
+        for name, param in self.named_parameters():
+            param.requires_grad_(name.split(".", 1)[0] in self.trainable_modules)
+        self.train(self.training)
+
+    def train(self, mode=True):
+        """Set train/eval mode; frozen modules always stay in eval mode (BatchNorm stats fixed)."""
+        super().train(mode)
+        for name, child in self.named_children():
+            if name not in self.trainable_modules:
+                child.eval()
+        return self
+
+    def model_train_init(self):
+        """Called by the trainer after ``model.train()``: re-applies the frozen modules' eval mode."""
+        self.train(True)
+
+    def required_prefixes(self):
+        """State-dict prefixes the merged checkpoint must provide: every frozen module with parameters."""
+        return [f"{name}." for name, child in self.named_children()
+                if name not in self.trainable_modules and any(True for _ in child.parameters())]
+
+    def check_state_dict(self, state_dict, source="checkpoint"):
+        """Refuse a checkpoint without a module this method freezes.
+
+        Args:
+            state_dict: the merged checkpoint's state_dict.
+            source: file name used in the error message.
+
+        Raises:
+            CheckpointError: one line naming the file and the first missing prefix.
+        """
+        for prefix in self.required_prefixes():
+            if not any(key.startswith(prefix) for key in state_dict):
+                raise CheckpointError(f"{source}: no '{prefix}*' keys; stage 2 freezes that module and needs it "
+                                      f"from the stage-1 runs (merge_and_save them first)")
+
+
+@MODELS.register("heter_model_baseline_w_backalign")
+class HeterModelBaselineWBackAlign(FrozenBaseMixin, HeterModelBaseline):
+    """Stage 2 of BackAlign: only the non-ego types' encoder, backbone and shrinker learn.
+
+    Args:
+        args: YAML ``model.args`` of ``heter_model_baseline`` plus the required ``ego_modality``
+            (``"m1"`` or ``"m1&m2"``): the frozen collaboration base type(s).
+    """
+
+    CONFIG = HeterModelBaseline.CONFIG.extend({
+        "ego_modality": Key(str, REQUIRED, "the collaboration base type(s), 'm1' or 'm1&m2': frozen with fusion "
+                            "and heads"),
+    }, name="heter_model_baseline_w_backalign")
+
+    def __init__(self, args):
+        super().__init__(args)
+        cfg = self.CONFIG.parse(args, "model.args", self.source)
+        self.ego_types = parse_ego_modality(cfg.ego_modality)
+        missing = [m for m in self.ego_types if m not in self.modalities]
+        if missing:
+            raise ConfigError(f"{self.source}: model.args.ego_modality: ego type '{missing[0]}' has no section in "
+                              f"model.args (known: {self.modalities})")
+        new_types = [m for m in self.modalities if m not in self.ego_types]
+        if not new_types:
+            raise ConfigError(f"{self.source}: model.args: BackAlign needs a new agent type besides ego_modality "
+                              f"{self.ego_types} (known: {self.modalities})")
+        names = dict(self.named_children())
+        self.trainable_modules = [self.module_attr(stage, m) for m in new_types for stage in TYPE_STAGES
+                                  if self.module_attr(stage, m) in names]
+        self.freeze_all_but_trainable()
+
+    @property
+    def has_unused_parameters(self):
+        """Several new types may not all appear in one batch."""
+        return len(self.trainable_modules) > len(TYPE_STAGES)
