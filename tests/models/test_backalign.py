@@ -17,9 +17,10 @@ def _build(rel):
     return MODELS.get(h["model"]["core_method"])(h["model"]["args"])
 
 
+@pytest.mark.parametrize("fusion", ["att", "v2xvit"])
 @pytest.mark.parametrize("combo", sorted(EXPECTED))
-def test_trainable_set_and_count_full_geometry(combo):
-    model = _build(f"stage2/BackAlign/{combo}_att.yaml")
+def test_trainable_set_and_count_full_geometry(combo, fusion):
+    model = _build(f"stage2/BackAlign/{combo}_{fusion}.yaml")
     new = combo[2:]
     assert model.trainable_modules == [f"encoder_{new}", f"backbone_{new}", f"shrinker_{new}"]
     trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
@@ -67,3 +68,11 @@ def test_ego_type_without_section_is_a_config_error():
     h["model"]["args"]["ego_modality"] = "m2"
     with pytest.raises(ConfigError, match="ego_modality: ego type 'm2' has no section"):
         MODELS.get(h["model"]["core_method"])(h["model"]["args"])
+
+
+@pytest.mark.parametrize("rel,count", [("stage1/m3_att.yaml", 699_456 + 193_280 + 295_168 + 2_580),
+                                       ("stage1/m1_att.yaml", 7_170_836), ("stage1/m0_att.yaml", 7_906_388)])
+def test_stage1_bases_build_every_module_trainable(rel, count):
+    """m3 = SECOND + Shallow backbone + shrinker + heads (cls 258, reg 1,806, dir 516); m0 = SECOND + Deep."""
+    model = _build(rel)
+    assert model.trainable_parameter_count() == sum(p.numel() for p in model.parameters()) == count
