@@ -76,3 +76,9 @@ def test_stage1_bases_build_every_module_trainable(rel, count):
     """m3 = SECOND + Shallow backbone + shrinker + heads (cls 258, reg 1,806, dir 516); m0 = SECOND + Deep."""
     model = _build(rel)
     assert model.trainable_parameter_count() == sum(p.numel() for p in model.parameters()) == count
+
+
+def test_final_infer_model_is_the_m1_base_plus_each_new_types_trained_modules():
+    """The merged stage-3 model holds exactly the m1 base and the three BackAlign-trained type chains."""
+    model = _build("stage2/BackAlign/m1m2m3m4_att_infer.yaml")
+    assert sum(p.numel() for p in model.parameters()) == 7_170_836 + sum(EXPECTED.values())
