@@ -113,3 +113,13 @@ def test_training_step_distils_from_the_frozen_teacher(disco_config, tmp_path):
 @pytest.mark.slow
 def test_zoo_disco_train_and_infer_cli(disco_config, tmp_path):
     train_and_infer(lambda *a, **k: disco_config, "lidar_disco", tmp_path)
+
+
+def test_the_zoo_early_fusion_run_is_a_valid_teacher(tmp_path):
+    """A checkpoint of demo/zoo/lidar_early.yaml (the Cooper run) loads strictly as lidar_disco's teacher."""
+    early = create_model(load_yaml(f"{ZOO}/lidar_early.yaml"))
+    torch.save(early.state_dict(), tmp_path / "early.pth")
+    hypes = load_yaml(f"{ZOO}/lidar_disco.yaml")
+    hypes["kd_flag"]["teacher_path"] = str(tmp_path / "early.pth")
+    teacher = create_model(hypes).ensure_teacher()
+    assert all(torch.equal(v, early.state_dict()[k]) for k, v in teacher.state_dict().items())
