@@ -3,7 +3,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo demo-gpu install clean-demo
+.PHONY: test test-all demo demo-gpu install clean-demo
 
 $(STAMP): requirements.txt setup.py
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -14,7 +14,11 @@ $(STAMP): requirements.txt setup.py
 
 install: $(STAMP)
 
+# the default run: unit tests and short end-to-end runs (CI); `make test-all` adds the slow end-to-end tests
 test: $(STAMP)
+	$(VPY) -m pytest -x -q -m "not slow" tests
+
+test-all: $(STAMP)
 	$(VPY) -m pytest -x -q tests
 
 demo: $(STAMP)

@@ -74,7 +74,7 @@ def test_benchmark_times_the_trainers_train_step(make_tiny_config, monkeypatch):
     from opencood.data_utils.datasets import build_dataset
     res = benchmark.bench_train(hypes, build_dataset(hypes, visualize=False, train=True), torch.device("cpu"),
                                 False, 1, 0, 1)
-    assert len(calls) == 3 + 1 + 1  # warm-up, timed steps, steps through the loader
+    assert len(calls) == 3 + 1 + 1 + 1  # warm-up, timed steps, the FLOP-counted step, steps through the loader
     assert isinstance(calls[0], trainer.TrainContext) and res["train_step_s_fp32"] > 0
 
 

@@ -26,7 +26,7 @@ from opencood.utils.errors import ConfigError
 from opencood.utils.registry import DATASETS
 
 
-@DATASETS.register("intermediateheter", "intermediateheterfusion", "intermediateheterinfer")
+@DATASETS.register("intermediateheter", "intermediateheterfusion", "intermediateheterinfer", "intermediateheterv2xreal")
 class IntermediateheterFusionDataset(IntermediateFusionDataset):
     """Heterogeneous intermediate-fusion samples (see module docstring)."""
 

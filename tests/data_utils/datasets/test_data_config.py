@@ -20,7 +20,7 @@ def test_data_config_keys_cover_the_data_side_top_level():
     keys = data_config_keys()
     assert set(keys) == {"root_dir", "validate_dir", "test_dir", "seed", "input_source", "add_data_extension",
                          "data_cache_dir", "heter", "ego_diff_cav", "comm_range", "noise_setting", "data_augment",
-                         "use_cav", "box_align"}
+                         "use_cav", "box_align", "data_dir", "dataset_mode", "unknown_obj_type", "lidar_weather"}
     assert keys["comm_range"].default == 70.0 and keys["heter"].schema is HeterAssigner.CONFIG
     assert all(k.doc for k in keys.values())
 
