@@ -41,11 +41,12 @@ def _assert_same_weights(run_a, run_b, epoch=2):
 def test_resume_continues_exactly(make_tiny_config, tmp_path):
     cfg = make_tiny_config(PP, epoches=2, save_freq=1, eval_freq=1, batch_size=2)
     full = _train(["-y", cfg, "--log_root", str(tmp_path / "a")])
-    part = _train(["-y", cfg, "--log_root", str(tmp_path / "b")])  # config says 2; stop it after 1 below
-    # simulate an interruption after epoch 1: drop epoch-2 files, then resume
-    for f in glob.glob(os.path.join(part, "*epoch2*")) + glob.glob(os.path.join(part, "*bestval*2.pth")):
-        os.remove(f)
+    # an interruption after epoch 1: the same run stopped after one epoch (what a kill leaves: net_epoch1 with
+    # its train state; later epochs' checkpoints drop older train states), then the config says 2 again
+    part = _train(["-y", cfg, "--log_root", str(tmp_path / "b"), "--set", "train_params.epoches=1"])
+    _set_epochs(part, 2)
     assert os.path.isfile(os.path.join(part, "net_epoch1.pth"))
+    assert os.path.isfile(os.path.join(part, "train_state_epoch1.pth"))
     _train(["-y", "None", "--model_dir", part], workers=2)  # fresh workers vs. the persistent ones of `full`
     _assert_same_weights(full, part)
     # with persistent DataLoader workers the uninterrupted run is the same again
