@@ -12,59 +12,14 @@ the detection (+ camera depth) loss::
 Frozen modules stay in eval mode for the whole run (BatchNorm statistics are not updated; the reference
 froze them only in ``__init__`` and let ``train.py``'s per-epoch ``model.train()`` make them drift).
 """
+from opencood.models.frozen_base import FrozenBaseMixin
 from opencood.models.heter_model_baseline import HeterModelBaseline
 from opencood.utils.config import REQUIRED, Key
-from opencood.utils.errors import CheckpointError, ConfigError
+from opencood.utils.errors import ConfigError
 from opencood.utils.heter_utils import parse_ego_modality
 from opencood.utils.registry import MODELS
 
 TYPE_STAGES = ("encoder", "backbone", "shrinker")
-
-
-class FrozenBaseMixin:
-    """Freezing shared by the stage-2 baselines: ``self.trainable_modules`` names the top-level children
-    that learn; every other child is frozen (``requires_grad`` off, always eval mode) and must come from
-    the merged stage-1 checkpoint."""
-
-    trainable_modules = ()
-
-    def freeze_all_but_trainable(self):
-        """Switch ``requires_grad`` off outside ``trainable_modules`` and put the frozen children in eval."""
-        for name, param in self.named_parameters():
-            param.requires_grad_(name.split(".", 1)[0] in self.trainable_modules)
-        self.train(self.training)
-
-    def train(self, mode=True):
-        """Set train/eval mode; frozen modules always stay in eval mode (BatchNorm stats fixed)."""
-        super().train(mode)
-        for name, child in self.named_children():
-            if name not in self.trainable_modules:
-                child.eval()
-        return self
-
-    def model_train_init(self):
-        """Called by the trainer after ``model.train()``: re-applies the frozen modules' eval mode."""
-        self.train(True)
-
-    def required_prefixes(self):
-        """State-dict prefixes the merged checkpoint must provide: every frozen module with parameters."""
-        return [f"{name}." for name, child in self.named_children()
-                if name not in self.trainable_modules and any(True for _ in child.parameters())]
-
-    def check_state_dict(self, state_dict, source="checkpoint"):
-        """Refuse a checkpoint without a module this method freezes.
-
-        Args:
-            state_dict: the merged checkpoint's state_dict.
-            source: file name used in the error message.
-
-        Raises:
-            CheckpointError: one line naming the file and the first missing prefix.
-        """
-        for prefix in self.required_prefixes():
-            if not any(key.startswith(prefix) for key in state_dict):
-                raise CheckpointError(f"{source}: no '{prefix}*' keys; stage 2 freezes that module and needs it "
-                                      f"from the stage-1 runs (merge_and_save them first)")
 
 
 @MODELS.register("heter_model_baseline_w_backalign")

@@ -41,6 +41,7 @@ Extra ``model.args`` keys (besides the baseline's; see ``CONFIG``):
 """
 import torch
 
+from opencood.models.frozen_base import FrozenBaseMixin
 from opencood.models.fuse_modules.warp import agent_batch_index, warp_affine_simple
 from opencood.models.heter_model_baseline import HeterModelBaseline
 from opencood.models.sub_modules.cond_diffusion import GenCommGenerator
@@ -49,7 +50,7 @@ from opencood.models.sub_modules.enhancer import Enhancer
 from opencood.models.sub_modules.degradation import MessageDegradation
 from opencood.models.sub_modules.message_extractor import MessageExtractor
 from opencood.utils.config import REQUIRED, Key
-from opencood.utils.errors import CheckpointError, ConfigError
+from opencood.utils.errors import ConfigError
 from opencood.utils.heter_utils import parse_ego_modality
 from opencood.utils.registry import MODELS
 
@@ -202,7 +203,7 @@ class HeterModelBaselineWGenComm(HeterModelBaseline):
 
 
 @MODELS.register("heter_model_baseline_w_gencomm_stage2")
-class HeterModelBaselineWGenCommStage2(HeterModelBaselineWGenComm):
+class HeterModelBaselineWGenCommStage2(FrozenBaseMixin, HeterModelBaselineWGenComm):
     """GenComm stage 2: only the non-ego types' message extractors learn.
 
     ``ego_modality`` (``"m1"`` or ``"m1&m2"``) names the ego type(s); its modules, the generator, enhancer,
@@ -216,6 +217,8 @@ class HeterModelBaselineWGenCommStage2(HeterModelBaselineWGenComm):
         "ego_modality": Key(str, REQUIRED, "the ego agent type(s), 'm1' or 'm1&m2': frozen with the shared modules"),
         "missing_message_ratio": Key(float, 0.1, "share of message cells zeroed with missing_message"),
     }, name="heter_model_baseline_w_gencomm_stage2")
+    MISSING_MODULE_HINT = ("stage 2 needs the ego's and every agent type's stage-1 modules "
+                           "(merge_and_save the stage-1 runs first)")
 
     def __init__(self, args):
         super().__init__(args)
@@ -230,45 +233,11 @@ class HeterModelBaselineWGenCommStage2(HeterModelBaselineWGenComm):
         if not self.trainable_modules:
             raise ConfigError(f"{self.source}: model.args: stage 2 needs a non-ego agent type besides "
                               f"ego_modality {self.ego_types} (known: {self.modalities})")
-        for name, param in self.named_parameters():
-            param.requires_grad_(name.split(".", 1)[0] in self.trainable_modules)
-        self.train(self.training)
-
-    def train(self, mode=True):
-        """Set train/eval mode; frozen modules always stay in eval mode (BatchNorm stats fixed)."""
-        super().train(mode)
-        for name, child in self.named_children():
-            if name not in self.trainable_modules:
-                child.eval()
-        return self
+        self.freeze_all_but_trainable()
 
     @property
     def has_unused_parameters(self):
         """Only the trainable DMEs count for DDP; several of them may not all appear in one batch."""
         return len(self.trainable_modules) > 1
 
-    def model_train_init(self):
-        """Called by the trainer after ``model.train()``: re-applies the frozen modules' eval mode."""
-        self.train(True)
 
-    def required_prefixes(self):
-        """State-dict prefixes the merged checkpoint must provide: every frozen module with parameters
-        (all encoders/backbones/shrinkers, the ego's message extractor, ``gencomm.``, ``enhancer.``,
-        ``fusion_net.`` and the heads). The trained DMEs may start from scratch."""
-        return [f"{name}." for name, child in self.named_children()
-                if name not in self.trainable_modules and any(True for _ in child.parameters())]
-
-    def check_state_dict(self, state_dict, source="checkpoint"):
-        """Refuse a checkpoint without the frozen modules stage 2 relies on.
-
-        Args:
-            state_dict: the merged checkpoint's state_dict.
-            source: file name used in the error message.
-
-        Raises:
-            CheckpointError: one line naming the file and the first missing prefix.
-        """
-        for prefix in self.required_prefixes():
-            if not any(key.startswith(prefix) for key in state_dict):
-                raise CheckpointError(f"{source}: no '{prefix}*' keys; stage 2 needs the ego's and every "
-                                      f"agent type's stage-1 modules (merge_and_save the stage-1 runs first)")
