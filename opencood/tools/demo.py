@@ -95,8 +95,12 @@ def sh_many(arg_lists, log=None, env=None, parallel=1):
     return outputs
 
 
-def fresh_run_dir(root, name, config):
+def fresh_run_dir(root, name, config, resume=False):
+    """A new run folder holding ``config``; with ``resume`` an existing one is kept as it is (``train.py``
+    continues a run folder from its last checkpoint, and is a no-op once every epoch is done)."""
     d = os.path.join(root, name)
+    if resume and os.path.isfile(os.path.join(d, "config.yaml")):
+        return d
     if os.path.exists(d):
         shutil.rmtree(d)
     os.makedirs(d)
@@ -183,6 +187,9 @@ def parse_args(argv=None):
                    help="YAML set to run (stage1/mX_att.yaml, stage2/m1mX_att.yaml, stage2/m1m2m3m4_att_infer.yaml);"
                         " default demo/gencomm, or demo/gencomm_gpu for --preset gpu")
     p.add_argument("--skip-data", action="store_true", help="use the dataset already under --root")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted demo: keep the dataset and the run folders under --logs, continue "
+                        "each training from its last checkpoint (done ones are skipped), redo the evaluations")
     opt = p.parse_args(argv)
     configs, logs, workers, parallel = PRESET_DEFAULTS.get(opt.preset, FALLBACK_DEFAULTS)
     opt.configs = opt.configs or configs
@@ -204,7 +211,9 @@ def main(argv=None):
     logs = os.path.join(REPO, opt.logs)
     os.makedirs(logs, exist_ok=True)
     log = os.path.join(logs, "demo.log")
-    open(log, "w").close()
+    if opt.resume and os.path.isdir(opt.root):
+        opt.skip_data = True
+    open(log, "a" if opt.resume else "w").close()
     setup_logging(logs, "demo.log")  # the demo's own lines, between the steps' outputs appended by sh()
     w = ["--num_workers", str(opt.workers)]
     w_shared = ["--num_workers", str(max(1, opt.workers // opt.parallel))]  # workers of each run side by side
@@ -218,7 +227,7 @@ def main(argv=None):
             shutil.rmtree(os.path.join(REPO, cache))
 
     # ---- stage 1: one homogeneous collaboration base per agent type ---------------------------
-    s1 = {m: fresh_run_dir(logs, f"stage1_{m}", os.path.join(cfg, "stage1", f"{m}_att.yaml"))
+    s1 = {m: fresh_run_dir(logs, f"stage1_{m}", os.path.join(cfg, "stage1", f"{m}_att.yaml"), opt.resume)
           for m in ("m1", "m2", "m3", "m4")}
     sh_many([["opencood/tools/train.py", "-y", "None", "--model_dir", d, "--skip_test"] + w_shared
              for d in s1.values()], log, env, opt.parallel)
@@ -230,8 +239,9 @@ def main(argv=None):
     # ---- stage 2: train only the new agent's message extractor against the frozen ego -----------
     s2 = {}
     for m in ("m2", "m3", "m4"):
-        s2[m] = fresh_run_dir(logs, f"stage2_m1{m}", os.path.join(cfg, "stage2", f"m1{m}_att.yaml"))
-        sh(["opencood/tools/heal_tools.py", "merge_and_save", s1[m], s1["m1"], s2[m]], log, env)
+        s2[m] = fresh_run_dir(logs, f"stage2_m1{m}", os.path.join(cfg, "stage2", f"m1{m}_att.yaml"), opt.resume)
+        if not glob.glob(os.path.join(s2[m], "net_epoch*.pth")):  # resumed: the merge is already there
+            sh(["opencood/tools/heal_tools.py", "merge_and_save", s1[m], s1["m1"], s2[m]], log, env)
     sh_many([["opencood/tools/train.py", "-y", "None", "--model_dir", d, "--skip_test"] + w_shared
              for d in s2.values()], log, env, opt.parallel)
     sh_many([["opencood/tools/inference.py", "--model_dir", d, "--fusion_method", "intermediate"] + w_shared
