@@ -186,7 +186,8 @@ class HeterModelBaselineMs(HeterPyramidCollab):
         """Single heads (optional), per-level fusion, decode, shrink, heads.
 
         Returns:
-            ``cls_preds``, ``reg_preds``, ``dir_preds``, ``fused_feature`` (+ ``*_preds_single``, fusion aux).
+            ``cls_preds``, ``reg_preds``, ``dir_preds``, ``fused_feature``, ``comm_maps`` (the levels each
+            collaborator sends) (+ ``*_preds_single``, fusion aux).
         """
         out = {}
         if self.supervise_single:
@@ -194,9 +195,11 @@ class HeterModelBaselineMs(HeterPyramidCollab):
         inp = self.fusion_input(features, data_dict)
         if self.supervise_single:
             inp.confidence = agent_confidence(self.cls_head_single, features)
-        fused, fusion_aux = fuse_levels(self.fusion_net, self.multi_level_fusion, self.levels(features), inp)
+        levels = self.levels(features)  # [(N, C_l, H_l, W_l)]
+        fused, fusion_aux = fuse_levels(self.fusion_net, self.multi_level_fusion, levels, inp)
         out.update(self.decode_and_detect(self.backbone.decode_multiscale_feature(fused)))
         out.update(fusion_aux)
+        out["comm_maps"] = levels  # every level is warped and fused, so every level is sent (comm_volume)
         return out
 
     def detect_single(self, features):

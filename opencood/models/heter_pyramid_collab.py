@@ -172,14 +172,16 @@ class HeterPyramidCollab(HeterModelBaseline):
         """Pyramid fusion of the agents (N, 64, H, W) in the ego frame, then shrink and heads.
 
         Returns:
-            ``cls_preds``, ``reg_preds``, ``dir_preds``, ``fused_feature`` and ``occ_single_list``
-            [(N, 1, H_l, W_l)] per level.
+            ``cls_preds``, ``reg_preds``, ``dir_preds``, ``fused_feature``, ``occ_single_list``
+            [(N, 1, H_l, W_l)] per level and ``comm_maps`` [features] (the pyramid levels are the ego's
+            own computation on what it received).
         """
         fused, occ = self.pyramid_backbone.forward_collab(features, data_dict["record_len"],
                                                           self.affine_matrix(data_dict),
                                                           self.camera_masks(features, data_dict))
         out = self.decode_and_detect(fused)
         out["occ_single_list"] = occ
+        out["comm_maps"] = [features]  # what a collaborator sends: its level-0 map (utils/comm_volume.py)
         return out
 
 

@@ -85,7 +85,8 @@ class PointPillarBaselineMultiscale(HeterModelBaseline):
         """Args: data_dict = batch['ego'] (``processed_lidar``, ``record_len``, ``pairwise_t_matrix``).
 
         Returns:
-            ``cls_preds``, ``reg_preds``, ``dir_preds``, ``fused_feature`` (+ the fusion's aux).
+            ``cls_preds``, ``reg_preds``, ``dir_preds``, ``fused_feature``, ``comm_maps`` (the levels each
+            collaborator sends) (+ the fusion's aux).
         """
         if "processed_lidar" not in data_dict:
             raise DataError("batch: missing key 'processed_lidar'")
@@ -101,6 +102,7 @@ class PointPillarBaselineMultiscale(HeterModelBaseline):
         fused = self.shrink(self.backbone.decode_multiscale_feature(fused))  # (B, C, H', W')
         out = self.detect(fused)
         out["fused_feature"] = fused
+        out["comm_maps"] = levels  # every level is warped and fused, so every level is sent (comm_volume)
         out.update(aux)
         return out
 

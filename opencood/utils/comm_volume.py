@@ -17,14 +17,19 @@ Message kinds (one function each, all return bytes as an int):
 * early fusion: 4 float32 (x, y, z, intensity) per point (:func:`points_bytes`).
 
 What a method sends is read from its output dict (:func:`collaborator_bytes`), in this order:
-``codebook_indices`` (N, K, H, W) integer codes with ``codebook_size`` (int); ``comm_mask`` (N, 1, H, W)
-(fusion ``aux`` of masked methods: 1 = cell sent) over the ``message`` or the fused feature's channels;
-``message`` (N, C', H, W) (GenComm's message); else the fused feature map (B, C, H, W) = one map per agent.
+``codebook_indices`` (N, K, H, W) integer codes with ``codebook_size`` (int); else the transmitted maps:
+``comm_maps`` (a list of (N, C_l, H_l, W_l), one per scale, set by models whose message is not the fused
+map's shape: CoAlign's multi-scale fusion sends every level, Pyramid Fusion its level-0 map), else
+``message`` (N, C', H, W) (GenComm's message), else the fused feature map (B, C, H, W) = one map per agent.
+``comm_mask`` (N, 1, H, W) (fusion ``aux`` of masked methods: 1 = cell sent) makes those maps sparse: at a
+coarser level the kept cells are the mask max-pooled to its size (as Where2comm fuses them), and only the
+level-0 mask's positions are paid for (the receiver max-pools it itself).
 """
 import math
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 
 POINT_FLOATS = 4  # x, y, z, intensity
 BOX_FLOATS = 8  # x, y, z, h, w, l, yaw + score
@@ -90,28 +95,74 @@ def _collaborator_rows(record_len):
     return rows
 
 
+def transmitted_maps(output):
+    """The maps one agent hands to the others: ``comm_maps`` | [``message``] | [``fused_feature``].
+
+    Returns:
+        list of (N or B, C_l, H_l, W_l) tensors, level 0 first.
+    """
+    if output.get("comm_maps"):
+        return list(output["comm_maps"])
+    return [output["message"] if "message" in output else output["fused_feature"]]
+
+
+def kept_cells(mask, size):
+    """Cells of a (1, H, W) communication mask that are sent at a level of ``size`` = (H_l, W_l): the mask
+    max-pooled to that size (Where2comm's rule), counted where > 0."""
+    if tuple(mask.shape[-2:]) != tuple(size):
+        mask = F.adaptive_max_pool2d(mask.float(), tuple(size))
+    return int((mask > 0).sum().item())
+
+
+def masked_maps_bytes(mask, maps, dtype):
+    """Bytes of one agent's masked multi-level message.
+
+    Args:
+        mask: (1, H0, W0) the agent's level-0 communication mask (1 = cell sent).
+        maps: [(C_l, H_l, W_l)] shapes of the levels it sends, level 0 first.
+        dtype: element dtype of the values.
+
+    Returns:
+        level 0 as :func:`sparse_bytes` (values + the cheaper position encoding) + for every other level its
+        kept cells x C_l values (positions follow from the level-0 mask).
+    """
+    c0, h0, w0 = maps[0]
+    total = sparse_bytes(kept_cells(mask, (h0, w0)), c0, h0, w0, dtype)
+    for c, h, w in maps[1:]:
+        total += kept_cells(mask, (h, w)) * int(c) * dtype_bytes(dtype)
+    return total
+
+
 def intermediate_bytes(output, record_len):
     """Per-collaborator bytes of an intermediate-fusion forward (see the module docstring for the keys).
 
     Args:
         output: the model's output dict for a batch (``fused_feature`` (B, C, H, W) and optional
-            ``codebook_indices`` + ``codebook_size``, ``comm_mask`` (N, 1, H, W), ``message`` (N, C', H, W)).
+            ``codebook_indices`` + ``codebook_size``, ``comm_maps`` [(N, C_l, H_l, W_l)], ``message``
+            (N, C', H, W), ``comm_mask`` (N, 1, H, W), ``message_bits``).
         record_len: (B,) agents per sample, ego first.
 
     Returns:
         list of ints, one per non-ego agent in batch order.
+
+    ``message_bits`` (quantised messages, ``comm_degradation.bits``) applies to the level-0 map, the tensor
+    the degradation acts on; further levels count at their dtype.
     """
     rows = _collaborator_rows(record_len)
     if "codebook_indices" in output:
         codes = output["codebook_indices"]  # (N, K, H, W)
         k, h, w = codes.shape[1:]
         return [codebook_bytes(h * w, k, output["codebook_size"]) for _ in rows]
-    payload = output["message"] if "message" in output else output["fused_feature"]  # (N|B, C, H, W)
-    c, h, w = payload.shape[1:]
+    maps = transmitted_maps(output)  # [(N|B, C_l, H_l, W_l)]
+    shapes = [tuple(m.shape[1:]) for m in maps]
+    dtype = maps[0].dtype
     if "comm_mask" in output:
         mask = output["comm_mask"]  # (N, 1, H, W)
-        return [sparse_bytes((mask[i] > 0).sum().item(), c, h, w, payload.dtype) for i in rows]
-    return [dense_bytes(c, h, w, payload.dtype, output.get("message_bits")) for _ in rows]
+        return [masked_maps_bytes(mask[i], shapes, dtype) for i in rows]
+    bits = output.get("message_bits")
+    per_agent = dense_bytes(*shapes[0], dtype, bits) + sum(dense_bytes(*s, m.dtype) for s, m in
+                                                          zip(shapes[1:], maps[1:]))
+    return [per_agent for _ in rows]
 
 
 def late_bytes(batch, outputs, post_processor):

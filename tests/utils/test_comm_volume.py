@@ -84,3 +84,45 @@ def test_late_fusion_counts_each_collaborators_boxes():
     assert cv.collaborator_bytes("late", batch, {"ego": 5, "7": 3, "9": 0}, Post()) == [96, 0]
     assert math.log2(cv.boxes_bytes(4)) == 7
 
+
+
+def test_multi_scale_maps_count_every_level_and_quantise_level_0():
+    """CoAlign sends every fused level; Pyramid Fusion (comm_maps = [level 0]) only its level-0 map."""
+    record_len = torch.tensor([2])
+    levels = [torch.zeros(2, 64, 16, 32), torch.zeros(2, 128, 8, 16), torch.zeros(2, 256, 4, 8)]
+    fused = torch.zeros(1, 256, 16, 32)  # decoded + shrunk: not what anyone sends
+    out = {"fused_feature": fused, "comm_maps": levels}
+    assert cv.intermediate_bytes(out, record_len) == [(64 * 512 + 128 * 128 + 256 * 32) * 4] == [229_376]
+    assert cv.intermediate_bytes({"fused_feature": fused, "comm_maps": levels[:1]}, record_len) == [131_072]
+    # 8-bit quantisation (comm_degradation acts on level 0): 32768 B + 8 B of bounds, the rest at float32
+    out["message_bits"] = 8
+    assert cv.intermediate_bytes(out, record_len) == [32_768 + 8 + (16_384 + 8_192) * 4]
+
+
+def test_masked_multi_scale_pays_positions_once_and_pools_the_mask():
+    record_len = torch.tensor([2])
+    levels = [torch.zeros(2, 8, 4, 4), torch.zeros(2, 16, 2, 2)]
+    mask = torch.zeros(2, 1, 4, 4)
+    mask[1, 0, 0, 0] = 1
+    mask[1, 0, 3, 3] = 1  # 2 cells at level 0 -> 2 of the 4 cells of the 2 x 2 level
+    out = {"fused_feature": torch.zeros(1, 8, 4, 4), "comm_maps": levels, "comm_mask": mask}
+    # level 0: 2 x 8 float32 + min(bitmask 2 B, 2 x 1 B index) = 66; level 1: 2 x 16 float32 = 128
+    assert cv.intermediate_bytes(out, record_len) == [64 + 2 + 128]
+    assert cv.kept_cells(mask[1], (1, 1)) == 1
+
+
+def test_zoo_pyramid_and_coalign_models_report_what_they_send(make_tiny_config):
+    """Built from the zoo YAMLs: Pyramid Fusion sends its 32-channel level 0 (not the decoded map), CoAlign its
+    three levels; one forward on a tiny batch."""
+    from tests.models.fuse_modules.zoo_helpers import tiny_batch
+    from opencood.tools.train_utils import create_model
+    expected = {"lidar_pyramid": 32 * 32 * 64 * 4,
+                "lidar_coalign": (32 * 32 * 64 + 64 * 16 * 32 + 64 * 8 * 16) * 4}
+    for name, volume in expected.items():
+        hypes, _, batch = tiny_batch(make_tiny_config(f"opencood/hypes_yaml/demo/zoo/{name}.yaml"), n=1)
+        model = create_model(hypes).eval()
+        with torch.no_grad():
+            out = model(batch["ego"])
+        n_collab = int(batch["ego"]["record_len"].sum()) - 1
+        assert n_collab >= 1
+        assert cv.intermediate_bytes(out, batch["ego"]["record_len"]) == [volume] * n_collab, name
