@@ -104,6 +104,8 @@ class HeterAssigner:
                                 schema=Schema(patterns={MODALITY_TYPE: Key(dict, REQUIRED, schema=MODALITY_SETTING)},
                                               name="agent types")),
         "ego_diff_cav": Key(bool, False, "non-ego agents never get an ego type, also at eval (GenComm stage 2)"),
+        "protocol_modality": Key(str, None, "STAMP: the protocol type; intermediateheteradapter adds every "
+                                            "agent's input for it (never an agent's own type)"),
     }, name="heterogeneous agents")
 
     def __init__(self, heter, ego_diff_cav=False, source="config"):
@@ -131,6 +133,7 @@ class HeterAssigner:
         self.ego_diff_cav = bool(ego_diff_cav)
         self.lidar_channels_dict = {str(k): int(v) for k, v in cfg.lidar_channels_dict.items()}
         self.assignment_path = cfg.assignment_path
+        self.protocol_modality = cfg.protocol_modality  # STAMP: every agent's LiDAR is read for it too
         self.assignment = (load_modality_assignment(self.assignment_path) if self.assignment_path else None)
         if self.ego_diff_cav:
             others = [m for m in self.cav_preference if m not in self.ego_modality]

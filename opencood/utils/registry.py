@@ -71,6 +71,7 @@ MODELS = Registry("model.core_method", "opencood.models")
 LOSSES = Registry("loss.core_method", "opencood.loss")
 FUSION_MODULES = Registry("model.args.fusion_method", "opencood.models.fuse_modules")
 ENCODERS = Registry("encoder core_method", "opencood.models.sub_modules")
+ADAPTERS = Registry("model.args.mX.adapter.core_method", "opencood.models.sub_modules")  # STAMP adapters
 DATASETS = Registry("fusion.core_method", "opencood.data_utils.datasets")
 BASE_DATASETS = Registry("fusion.dataset", "opencood.data_utils.datasets")
 PREPROCESSORS = Registry("preprocess.core_method", "opencood.data_utils.pre_processor")

@@ -289,7 +289,9 @@ class OPV2VBaseDataset(BaseDataset):
         if self.heter is None:
             return "lidar" in self.input_source or self.visualize, "camera" in self.input_source
         sensor = self.heter.sensor_type(modality) if modality in self.heter.modality_setting else None
-        return sensor in ("lidar", "lidar_camera") or self.visualize, sensor in ("camera", "lidar_camera")
+        lidar = sensor in ("lidar", "lidar_camera") or self.visualize
+        lidar = lidar or (sensor is not None and self.heter.protocol_modality is not None)  # STAMP's protocol input
+        return lidar, sensor in ("camera", "lidar_camera")
 
     def retrieve_base_data(self, idx, rng=None):
         """The agents of sample ``idx`` (ego first, at most ``max_cav``).
