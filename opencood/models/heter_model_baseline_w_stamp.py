@@ -82,8 +82,7 @@ class HeterModelBaselineWStamp(FrozenBaseMixin, HeterModelBaseline):
                 if m == self.protocol:
                     raise ConfigError(f"{self.source}: model.args.{m}.{kind}: the protocol type has none")
                 setattr(self, self.module_attr(kind, m),
-                        build_adapter(tcfg[kind], self.feature, self.lidar_range, f"model.args.{m}.{kind}",
-                                      self.source))
+                        build_adapter(tcfg[kind], self.feature, f"model.args.{m}.{kind}", self.source))
         self._check_adapters()
         names = dict(self.named_children())
         self.trainable_modules = [] if self.stage == "infer" else [

@@ -34,12 +34,12 @@ SUBMODULE_ARGS = Schema({
 ADAPTER_ARGS = Schema({
     "in_channels": Key(int, None, "C_in (checked against the feature chain; default: the shared feature's)"),
     "out_channels": Key(int, None, "C_out (checked; default: the shared feature's)"),
-    "in_cav_lidar_range": Key(list, None, "range of the input map, metres (must be the model's lidar_range)",
+    "in_cav_lidar_range": Key(list, None, "reference: range of the input map, metres (must equal the output's)",
                               length=6),
-    "out_cav_lidar_range": Key(list, None, "range of the output map, metres (must be the model's lidar_range)",
-                               length=6),
-    "in_feature_shape": Key(list, None, "(H, W) of the input map (checked against the shared grid)", length=2),
-    "out_feature_shape": Key(list, None, "(H, W) of the output map (checked against the shared grid)", length=2),
+    "out_cav_lidar_range": Key(list, None, "reference: range of the output map, metres", length=6),
+    "in_feature_shape": Key(list, None, "reference: (H, W) of the input map; its ratio to out_feature_shape is the "
+                                        "resize factor, which must be 1 here", length=2),
+    "out_feature_shape": Key(list, None, "reference: (H, W) of the output map", length=2),
     "submodule_args": Key(dict, {}, "the body", schema=SUBMODULE_ARGS),
 }, name="adapter args")
 
@@ -50,13 +50,12 @@ ADAPTER = Schema({
 }, name="adapter")
 
 
-def build_adapter(section, feature, lidar_range, where, source="config"):
+def build_adapter(section, feature, where, source="config"):
     """An adapter / reverter from its YAML section, checked against the shared feature map.
 
     Args:
         section: ``{core_method, args}`` (``model.args.mX.adapter``).
         feature: :class:`FeatureInfo` of the shared map (C, H, W) every type hands to fusion.
-        lidar_range: the model's ``lidar_range`` (metres).
         where: dotted YAML path for messages.
         source: config file for messages.
     """
@@ -66,14 +65,11 @@ def build_adapter(section, feature, lidar_range, where, source="config"):
         if args[key] is not None and int(args[key]) != feature.channels:
             raise ConfigError(f"{source}: {where}.args.{key} = {args[key]} but the shared feature has "
                               f"{feature.channels} channels")
-    for key in ("in_feature_shape", "out_feature_shape"):
-        if args[key] is not None and tuple(int(v) for v in args[key]) != tuple(feature.size):
-            raise ConfigError(f"{source}: {where}.args.{key} = {list(args[key])} but every type hands a "
-                              f"{feature.size[0]} x {feature.size[1]} map to fusion")
-    for key in ("in_cav_lidar_range", "out_cav_lidar_range"):
-        if args[key] is not None and [float(v) for v in args[key]] != [float(v) for v in lidar_range]:
-            raise ConfigError(f"{source}: {where}.args.{key} = {list(args[key])} differs from model.args.lidar_range "
-                              f"{list(lidar_range)}")
+    for a, b in (("in_feature_shape", "out_feature_shape"), ("in_cav_lidar_range", "out_cav_lidar_range")):
+        if args[a] is not None and args[b] is not None and [float(v) for v in args[a]] != [float(v) for v in args[b]]:
+            raise ConfigError(f"{source}: {where}.args.{a} {list(args[a])} != {b} {list(args[b])}: every type hands "
+                              f"its map on the one shared grid ({feature.size[0]} x {feature.size[1]}), there is "
+                              f"nothing to resize")
     cls = ADAPTERS.get(cfg.core_method, source=source)
     return cls(feature.channels, feature.channels, args.submodule_args)
 
@@ -163,7 +159,7 @@ class WindowAttentionBlock(nn.Module):
         attn, _ = self.attn(y, y, y, key_padding_mask=~keep, need_weights=False)
         tokens = tokens + torch.nan_to_num(attn)  # a fully padded window attends to nothing
         tokens = tokens + self.mlp(self.norm2(tokens))
-        out = tokens.view(n, hh, ww, s, s, c).permute(0, 5, 1, 3, 2, 4).reshape(n, c, hh * s, ww * s)
+        out = tokens.reshape(n, hh, ww, s, s, c).permute(0, 5, 1, 3, 2, 4).reshape(n, c, hh * s, ww * s)
         return out[..., :h, :w]
 
 
@@ -194,9 +190,9 @@ class DeformableAttentionBlock(nn.Module):
     def attend(self, x):
         n, c, h, w = x.shape
         g, p = self.heads, self.points
-        offsets = self.offsets(x).view(n, g, p, 2, h, w)  # (N, G, P, [dx, dy], H, W) cells
-        weights = self.weights(x).view(n, g, p, h, w).softmax(dim=2)  # (N, G, P, H, W)
-        value = self.value(x).view(n * g, c // g, h, w)  # (N*G, C/G, H, W)
+        offsets = self.offsets(x).reshape(n, g, p, 2, h, w)  # (N, G, P, [dx, dy], H, W) cells
+        weights = self.weights(x).reshape(n, g, p, h, w).softmax(dim=2)  # (N, G, P, H, W)
+        value = self.value(x).reshape(n * g, c // g, h, w)  # (N*G, C/G, H, W)
         ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=x.device, dtype=x.dtype)  # cell centres,
         xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=x.device, dtype=x.dtype)  # align_corners=False
         ref = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=0)  # (2, H, W) [x, y]
