@@ -12,7 +12,8 @@ Message kinds (one function each, all return bytes as an int):
 * masked / sparse map (Where2comm-style): kept cells x C values at the dtype + the cheaper of a 1-bit-per-cell
   mask or one cell index per kept cell (:func:`sparse_bytes`);
 * codebook indices: cells x codes per cell x ceil(log2(codebook size)) bits, rounded up to bytes
-  (:func:`codebook_bytes`);
+  (:func:`codebook_bytes`; :func:`codebook_bits_per_cell` per cell); with a ``comm_mask`` only the kept
+  cells' indices + their positions (:func:`masked_codebook_bytes`);
 * late fusion: 7 box floats + 1 score = 8 float32 per box (:func:`boxes_bytes`);
 * early fusion: 4 float32 (x, y, z, intensity) per point (:func:`points_bytes`).
 
@@ -66,14 +67,33 @@ def sparse_bytes(kept, channels, height, width, dtype=torch.float32):
     kept = int(kept)
     if kept == 0:
         return 0
-    overhead = min(math.ceil(int(height) * int(width) / 8), kept * index_bytes(int(height) * int(width)))
-    return kept * int(channels) * dtype_bytes(dtype) + overhead
+    return kept * int(channels) * dtype_bytes(dtype) + position_bytes(kept, height, width)
+
+
+def position_bytes(kept, height, width):
+    """Where ``kept`` cells of an H x W map are: the cheaper of a bitmask (ceil(H * W / 8) bytes) and one
+    index per kept cell."""
+    return min(math.ceil(int(height) * int(width) / 8), int(kept) * index_bytes(int(height) * int(width)))
 
 
 def codebook_bytes(cells, codes_per_cell, codebook_size):
     """Codebook indices: cells * codes per cell * ceil(log2(codebook size)) bits, rounded up to whole bytes."""
-    bits = max(1, math.ceil(math.log2(max(int(codebook_size), 2))))
-    return math.ceil(int(cells) * int(codes_per_cell) * bits / 8)
+    return math.ceil(int(cells) * codebook_bits_per_cell(codes_per_cell, codebook_size) / 8)
+
+
+def codebook_bits_per_cell(codes_per_cell, codebook_size):
+    """Bits one cell's codebook message costs: codes per cell * ceil(log2(codebook size)) (CodeFilling's
+    3 levels x 2 segments of 16 codewords: 24)."""
+    return int(codes_per_cell) * max(1, math.ceil(math.log2(max(int(codebook_size), 2))))
+
+
+def masked_codebook_bytes(kept, codes_per_cell, codebook_size, height, width):
+    """Codebook indices of ``kept`` cells of an H x W map + their positions (the cheaper of a bitmask and one
+    index per kept cell, as :func:`sparse_bytes`); 0 bytes when no cell is kept."""
+    kept = int(kept)
+    if kept == 0:
+        return 0
+    return codebook_bytes(kept, codes_per_cell, codebook_size) + position_bytes(kept, height, width)
 
 
 def boxes_bytes(n_boxes):
@@ -152,6 +172,10 @@ def intermediate_bytes(output, record_len):
     if "codebook_indices" in output:
         codes = output["codebook_indices"]  # (N, K, H, W)
         k, h, w = codes.shape[1:]
+        if "comm_mask" in output:  # only the kept cells' indices travel, plus where they are
+            mask = output["comm_mask"]  # (N, 1, H, W)
+            return [masked_codebook_bytes(kept_cells(mask[i], (h, w)), k, output["codebook_size"], h, w)
+                    for i in rows]
         return [codebook_bytes(h * w, k, output["codebook_size"]) for _ in rows]
     maps = transmitted_maps(output)  # [(N|B, C_l, H_l, W_l)]
     shapes = [tuple(m.shape[1:]) for m in maps]
