@@ -2,9 +2,11 @@
 
 ``python opencood/tools/inference.py --model_dir RUN_DIR [--fusion_method intermediate|early|late|single|no]``
 
-Writes ``eval_<info>.yaml`` and ``eval_global_sort_<info>.yaml`` (AP@0.3/0.5/0.7, precision/recall; with
-several classes in ``postprocess.anchor_args.classes``: per-class APs under ``classes`` and their mean as
-ap30/ap_50/ap_70) into the run folder, where info = ``<fusion><note>_<x>_<y>_epoch<E>`` (x, y = GT range half sizes);
+Writes ``eval_<info>.yaml`` and ``eval_global_sort_<info>.yaml`` (AP@0.3/0.5/0.7, precision/recall, the
+communication volume and ms per frame; with several classes in ``postprocess.anchor_args.classes``: their mean as
+ap30/ap_50/ap_70 and ``mAP``, per-class APs under ``classes`` and per class ``{iou: {ap, mrec, mpre}}``, see
+``utils/eval_utils.py``) into the run folder, where info = ``<fusion><note>_<x>_<y>_epoch<E>`` (x, y = GT range
+half sizes);
 ``--save_vis`` writes BEV pictures (headless) to ``vis_<info>/``.
 """
 import argparse
@@ -14,11 +16,10 @@ import sys
 import time
 
 import torch
-import yaml
 from tqdm import tqdm
 
 from opencood.data_utils.datasets import build_dataset
-from opencood.hypes_yaml.yaml_utils import add_config_args, load_yaml, require, save_yaml
+from opencood.hypes_yaml.yaml_utils import add_config_args, load_yaml, require
 from opencood.tools import inference_utils, train_utils
 from opencood.tools.loaders import build_loader
 from opencood.utils import comm_volume, eval_utils
@@ -152,10 +153,9 @@ def evaluate(model, dataset, opt, saved_path, infer_info, device, volume=None):
         if eval_utils.is_per_class(result_stat):
             eval_utils.calculate_tp_fp_classes(res["pred_box_tensor"], res["pred_score"], res["pred_label"],
                                                res["gt_box_tensor"], res["gt_label"], result_stat)
-        else:
-            for iou in (0.3, 0.5, 0.7):
-                eval_utils.caluclate_tp_fp(res["pred_box_tensor"], res["pred_score"], res["gt_box_tensor"],
-                                           result_stat, iou)
+        else:  # the three IoU thresholds at once; the matching runs batched when the APs are computed
+            eval_utils.evaluate_frames([(res["pred_box_tensor"], res["pred_score"], res["gt_box_tensor"])],
+                                       result_stat=result_stat)
         if opt.save_npy:
             inference_utils.save_npy(res, batch, os.path.join(saved_path, "npy"), i)
         if opt.save_vis and i % max(1, opt.save_vis_interval) == 0:
@@ -186,20 +186,11 @@ def evaluate_run(opt, hypes, device, suffix=""):
     infer_info = f"{opt.fusion_method}{opt.note}_{gt_range[3]:g}_{gt_range[4]:g}_epoch{epoch}{suffix}"
     volume = comm_volume.VolumeMeter()
     result_stat, sec = evaluate(model, dataset, opt, opt.model_dir, infer_info, device, volume)
-    aps = eval_utils.eval_final_results(result_stat, opt.model_dir, infer_info)
-    _add_to_eval_files(opt.model_dir, infer_info, {**volume.summary(), "infer_ms_per_frame": sec * 1000})
+    aps = eval_utils.eval_final_results(result_stat, opt.model_dir, infer_info,
+                                        extra={**volume.summary(), "infer_ms_per_frame": sec * 1000})
     logger.info(f"communication: {volume.summary()['comm_bytes_per_agent']:.0f} bytes per collaborator per frame")
     logger.info(f"inference: {sec * 1000:.1f} ms per frame (model + post-processing) on {device}")
     return aps
-
-
-def _add_to_eval_files(model_dir, infer_info, entries):
-    """Write ``entries`` (communication volume, latency) beside the APs of both eval YAMLs of a run."""
-    for prefix in ("eval_global_sort_", "eval_"):
-        path = os.path.join(model_dir, f"{prefix}{infer_info}.yaml")
-        with open(path) as f:
-            data = yaml.safe_load(f)
-        save_yaml({**data, **entries}, path)
 
 
 def run(opt):

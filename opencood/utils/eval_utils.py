@@ -1,11 +1,11 @@
 """Average-precision evaluation of BEV box detections (vehicle class), HEAL/OpenCOOD compatible.
 
-Matching rule (per frame, for each IoU threshold independently): predictions are taken in descending
-score order; each one is compared by rotated BEV IoU (bottom-face polygons, corners 0-3, x-y only) with
-the GT boxes of its frame that are *still unmatched*; if the best IoU is >= the threshold the prediction
-is a true positive and that GT is removed, otherwise it is a false positive. A duplicate detection can
-therefore still match a second, neighbouring GT (unlike VOC). Ties in IoU go to the lowest GT index;
-ties in score keep the input order (stable sort).
+Matching rule (per frame, for each IoU threshold independently, see :mod:`opencood.utils.eval_matching`):
+predictions are taken in descending score order; each one is compared by rotated BEV IoU (bottom-face polygons,
+corners 0-3, x-y only) with the GT boxes of its frame that are *still unmatched*; if the best IoU is >= the
+threshold the prediction is a true positive and that GT is removed, otherwise it is a false positive. A
+duplicate detection can therefore still match a second, neighbouring GT (unlike VOC). Ties in IoU go to the
+lowest GT index; ties in score keep the input order (stable sort).
 
 AP is VOC2010 all-point AP over the detection sequence, in two variants:
   * global sort: all detections of the data set re-sorted by score (standard AP), written to
@@ -19,6 +19,12 @@ Accumulator layout (exactly the reference's)::
 
     result_stat = {0.3: {'tp': [], 'fp': [], 'gt': 0, 'score': []}, 0.5: {...}, 0.7: {...}}
 
+The per-frame calls (:func:`calculate_tp_fp`, :func:`evaluate_frames`, :func:`calculate_tp_fp_classes`) only
+queue copies of the frame's boxes; the matching of all queued frames runs in one batched pass the first time
+the lists are read (``result_stat[0.5]['tp']``, :func:`calculate_ap`, :func:`eval_final_results`, or
+:func:`materialize`), with results identical to matching each frame at once. A plain-dict ``result_stat``
+built by the caller works too (its entries become lazy dicts with the same lists on the first call).
+
 Box inputs are corners ``(K, 8, 3)`` in metres, any common frame (usually the ego LiDAR frame), as numpy
 arrays or torch tensors; only ``[:, :4, :2]`` is used.
 
@@ -26,21 +32,28 @@ Several classes (V2X-Real: vehicle, pedestrian, truck): one accumulator per clas
 ``{class_name: {0.3: {...}, 0.5: {...}, 0.7: {...}}}`` (:func:`init_result_stat` with ``classes``); a
 prediction is matched only to GT boxes of its own class (:func:`calculate_tp_fp_classes`), AP is computed per
 class and mAP is the plain mean of the class APs (a class without GT counts with AP 0).
+
+Eval YAMLs: precision/recall curves are written as one flow-style line of exact floats each (a YAML float
+list; PyYAML's per-scalar emitter took seconds for 2,000 frames). Single class: ``ap30``, ``ap_50``, ``ap_70``,
+``mpre_50``, ``mrec_50``, ``mpre_70``, ``mrec_70``. Several classes: the mAPs as ``ap30``/``ap_50``/``ap_70`` and
+``mAP: {0.3, 0.5, 0.7}``, an AP table ``classes: {name: {ap30, ap_50, ap_70}}``, and per class the reference's
+V2X-Real nesting ``name: {0.3: {ap, mrec, mpre}, 0.5: {...}, 0.7: {...}}``.
 """
 import os
+import re
 import time
 
-import numba
 import numpy as np
 import torch
+import yaml
 
-from opencood.hypes_yaml.yaml_utils import save_yaml
-from opencood.ops.iou import corners_iou_bev_pairs_np
+from opencood.utils import eval_matching as M
+from opencood.utils.atomic_io import atomic_open
 
 IOU_THRESHOLDS = (0.3, 0.5, 0.7)
 AP_KEYS = ("ap30", "ap_50", "ap_70")  # summary keys of the three thresholds
-# Extra slack (metres) on the bounding-circle test so that touching boxes are still IoU candidates.
-_CIRCLE_EPS = 1e-6
+# Keys of a multi-class summary next to the class names (a class may not be called like one of them).
+_PER_CLASS_KEYS = AP_KEYS + ("mAP", "classes")
 
 
 def init_result_stat(iou_thresholds=IOU_THRESHOLDS, classes=None):
@@ -52,8 +65,12 @@ def init_result_stat(iou_thresholds=IOU_THRESHOLDS, classes=None):
             ``{name: {thr: {...}}}``; None (or a single class) gives the plain layout.
     """
     if classes is not None and len(classes) > 1:
+        reserved = [str(name) for name in classes if str(name) in _PER_CLASS_KEYS]
+        if reserved:
+            raise ValueError(f"eval_utils: class name '{reserved[0]}' is reserved in the eval YAML "
+                             f"(reserved: {', '.join(_PER_CLASS_KEYS)})")
         return {str(name): init_result_stat(iou_thresholds) for name in classes}
-    return {thr: {"tp": [], "fp": [], "gt": 0, "score": []} for thr in iou_thresholds}
+    return M.new_accumulator(tuple(iou_thresholds))
 
 
 def is_per_class(result_stat):
@@ -61,177 +78,21 @@ def is_per_class(result_stat):
     return bool(result_stat) and all(isinstance(k, str) for k in result_stat)
 
 
-def _to_numpy(x):
-    """Numpy float64 view of a torch tensor / array / None (None stays None)."""
-    if x is None:
-        return None
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x, dtype=np.float64)
+def materialize(result_stat):
+    """Run the queued matching of every frame given so far (plain or per class); returns ``result_stat``.
 
-
-def _bev_quads(corners, name):
-    """Bottom-face BEV quads (K, 4, 2) of corners (K, 8, 3) or (K, 4, >=2); None -> (0, 4, 2)."""
-    if corners is None or corners.size == 0:
-        return np.zeros((0, 4, 2), dtype=np.float64)
-    if corners.ndim != 3 or corners.shape[1] < 4 or corners.shape[2] < 2:
-        raise ValueError(f"eval_utils: {name} must have shape (K, 8, 3) or (K, 4, 2), got {corners.shape}")
-    return np.ascontiguousarray(corners[:, :4, :2])
-
-
-def _frame_arrays(det_boxes, det_score, gt_boxes):
-    """Normalise one frame to (pred quads (K,4,2), scores (K,), gt quads (G,4,2)) float64 arrays."""
-    det = _bev_quads(_to_numpy(det_boxes), "det_boxes")
-    gt = _bev_quads(_to_numpy(gt_boxes), "gt_boxes")
-    if det_boxes is None:
-        score = np.zeros(0, dtype=np.float64)
-    else:
-        if det_score is None:
-            raise ValueError("eval_utils: det_score is None while det_boxes is given")
-        score = _to_numpy(det_score).reshape(-1)
-        if score.shape[0] != det.shape[0]:
-            raise ValueError(f"eval_utils: det_score has {score.shape[0]} entries for {det.shape[0]} det_boxes")
-    return det, score, gt
-
-
-@numba.njit(cache=True)
-def _greedy_match_kernel(cand_start, cand_gt, cand_iou, n_gt, thresholds):
-    """Greedy score-ordered matching for several IoU thresholds in one pass.
-
-    Args:
-        cand_start: (NP + 1,) int64 CSR offsets; candidates of prediction p are ``cand_start[p]:cand_start[p+1]``.
-            Predictions are ordered by frame, then by descending score inside a frame.
-        cand_gt: (C,) int64 global GT index of each candidate, ascending within a prediction.
-        cand_iou: (C,) float64 BEV IoU of each candidate pair (pairs not listed have IoU 0).
-        n_gt: total number of GT boxes (over all frames).
-        thresholds: (T,) float64 IoU thresholds, all > 0.
-
-    Returns:
-        (T, NP) bool: whether each prediction is a true positive at each threshold.
+    Reading the accumulator does this by itself; call it to time the matching or to settle it at a chosen point.
     """
-    n_pred = cand_start.shape[0] - 1
-    n_thr = thresholds.shape[0]
-    matched = np.zeros((n_thr, n_gt), dtype=np.bool_)
-    tp = np.zeros((n_thr, n_pred), dtype=np.bool_)
-    for p in range(n_pred):
-        for t in range(n_thr):
-            best = -1
-            best_iou = -1.0
-            for c in range(cand_start[p], cand_start[p + 1]):
-                g = cand_gt[c]
-                if not matched[t, g] and cand_iou[c] > best_iou:
-                    best_iou = cand_iou[c]
-                    best = g
-            if best >= 0 and best_iou >= thresholds[t]:
-                matched[t, best] = True
-                tp[t, p] = True
-    return tp
-
-
-def _candidate_pairs(pred_quads, pred_frame_start, gt_quads, gt_frame_start):
-    """All (prediction, GT) pairs of the same frame whose BEV bounding circles overlap.
-
-    Args:
-        pred_quads: (NP, 4, 2) predictions, grouped by frame.
-        pred_frame_start: (F + 1,) offsets of each frame's predictions.
-        gt_quads: (NG, 4, 2) GT, grouped by frame.
-        gt_frame_start: (F + 1,) offsets of each frame's GT.
-
-    Returns:
-        pred_idx, gt_idx: (C,) int64 global indices, sorted by prediction then GT.
-    """
-    n_pred_f = np.diff(pred_frame_start)  # (F,)
-    n_gt_f = np.diff(gt_frame_start)  # (F,)
-    pair_counts = n_pred_f * n_gt_f  # (F,)
-    n_pairs = int(pair_counts.sum())
-    if n_pairs == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    frames_with_pairs = np.nonzero(pair_counts)[0]
-    counts = pair_counts[frames_with_pairs]
-    pair_frame = np.repeat(frames_with_pairs, counts)  # (P,)
-    pair_offset = np.cumsum(counts) - counts  # (F',)
-    local = np.arange(n_pairs, dtype=np.int64) - np.repeat(pair_offset, counts)  # (P,)
-    g_count = n_gt_f[pair_frame]
-    pred_idx = pred_frame_start[pair_frame] + local // g_count  # (P,)
-    gt_idx = gt_frame_start[pair_frame] + local % g_count  # (P,)
-
-    pred_centre = pred_quads.mean(axis=1)  # (NP, 2)
-    pred_radius = np.sqrt(((pred_quads - pred_centre[:, None]) ** 2).sum(-1)).max(1)  # (NP,)
-    gt_centre = gt_quads.mean(axis=1)  # (NG, 2)
-    gt_radius = np.sqrt(((gt_quads - gt_centre[:, None]) ** 2).sum(-1)).max(1)  # (NG,)
-    delta = pred_centre[pred_idx] - gt_centre[gt_idx]  # (P, 2)
-    reach = pred_radius[pred_idx] + gt_radius[gt_idx] + _CIRCLE_EPS  # (P,)
-    keep = (delta ** 2).sum(-1) <= reach ** 2  # (P,)
-    return pred_idx[keep], gt_idx[keep]
-
-
-def _match_frames(frames, thresholds):
-    """Match every frame at every threshold.
-
-    Args:
-        frames: list of (pred quads (K,4,2), scores (K,), gt quads (G,4,2)) float64 arrays.
-        thresholds: tuple of IoU thresholds (> 0).
-
-    Returns:
-        tp: (T, NP) bool, predictions ordered by frame then descending score;
-        scores: (NP,) scores in that order; n_gt: total GT count.
-    """
-    if any(not 0.0 < thr <= 1.0 for thr in thresholds):
-        raise ValueError(f"eval_utils: IoU thresholds must lie in (0, 1], got {thresholds}")
-    n_frames = len(frames)
-    pred_counts = np.array([f[0].shape[0] for f in frames], dtype=np.int64)  # (F,)
-    gt_counts = np.array([f[2].shape[0] for f in frames], dtype=np.int64)  # (F,)
-    pred_frame_start = np.concatenate([[0], np.cumsum(pred_counts)]).astype(np.int64)  # (F+1,)
-    gt_frame_start = np.concatenate([[0], np.cumsum(gt_counts)]).astype(np.int64)  # (F+1,)
-    n_pred, n_gt = int(pred_frame_start[-1]), int(gt_frame_start[-1])
-
-    if n_frames:
-        pred_quads = np.concatenate([f[0] for f in frames])  # (NP, 4, 2)
-        scores = np.concatenate([f[1] for f in frames])  # (NP,)
-        gt_quads = np.concatenate([f[2] for f in frames])  # (NG, 4, 2)
-    else:
-        pred_quads = np.zeros((0, 4, 2))
-        scores = np.zeros(0)
-        gt_quads = np.zeros((0, 4, 2))
-    # Frame order, descending score inside a frame (lexsort is stable: equal scores keep input order).
-    pred_frame = np.repeat(np.arange(n_frames), pred_counts)  # (NP,)
-    order = np.lexsort((-scores, pred_frame))
-    pred_quads, scores = pred_quads[order], scores[order]
-
-    pred_idx, gt_idx = _candidate_pairs(pred_quads, pred_frame_start, gt_quads, gt_frame_start)
-    if pred_idx.size:
-        ious = corners_iou_bev_pairs_np(pred_quads[pred_idx], gt_quads[gt_idx])  # (C,)
-    else:
-        ious = np.zeros(0, dtype=np.float64)
-    cand_start = np.zeros(n_pred + 1, dtype=np.int64)
-    np.cumsum(np.bincount(pred_idx, minlength=n_pred), out=cand_start[1:])
-    tp = _greedy_match_kernel(cand_start, gt_idx.astype(np.int64), ious.astype(np.float64), n_gt,
-                              np.asarray(thresholds, dtype=np.float64))
-    return tp, scores, n_gt
-
-
-def _accumulate(result_stat, thresholds, tp, scores, n_gt):
-    """Append matching results to the reference-layout accumulator (plain Python ints/floats)."""
-    missing = [thr for thr in thresholds if thr not in result_stat]
-    if missing:
-        raise ValueError(f"eval_utils: result_stat has no entry for IoU threshold {missing[0]} "
-                         f"(has {sorted(result_stat)})")
-    score_list = scores.tolist()
-    for t, thr in enumerate(thresholds):
-        stat = result_stat[thr]
-        tp_int = tp[t].astype(np.int64)
-        stat["tp"].extend(tp_int.tolist())
-        stat["fp"].extend((1 - tp_int).tolist())
-        stat["score"].extend(score_list)
-        stat["gt"] += n_gt
+    return M.flush_all(result_stat)
 
 
 def evaluate_frames(frames, iou_thresholds=IOU_THRESHOLDS, result_stat=None):
-    """Vectorized TP/FP matching of many frames at several IoU thresholds.
+    """Add many frames at several IoU thresholds (the batch form of :func:`calculate_tp_fp`).
 
-    IoUs are computed only for prediction/GT pairs of the same frame whose BEV bounding circles overlap
-    (one batched call over all frames); the greedy matching then runs for all thresholds in one
-    numba pass. Results are identical to calling :func:`calculate_tp_fp` frame by frame.
+    The frames are queued and matched, with everything queued before them, in one batched pass when
+    ``result_stat`` is first read: IoUs only for same-frame prediction/GT pairs whose BEV bounding circles
+    overlap (one call over all frames), then one numba pass for all thresholds. Results are identical to
+    calling :func:`calculate_tp_fp` frame by frame.
 
     Args:
         frames: list of (det_boxes (K,8,3), det_score (K,), gt_boxes (G,8,3)), numpy or torch, metres;
@@ -243,26 +104,30 @@ def evaluate_frames(frames, iou_thresholds=IOU_THRESHOLDS, result_stat=None):
         result_stat with the frames appended (frame order, each frame sorted by descending score).
     """
     thresholds = tuple(iou_thresholds)
+    M.check_thresholds(thresholds)
     if result_stat is None:
         result_stat = init_result_stat(thresholds)
-    arrays = [_frame_arrays(*frame) for frame in frames]
-    tp, scores, n_gt = _match_frames(arrays, thresholds)
-    _accumulate(result_stat, thresholds, tp, scores, n_gt)
+    queue = M.queue_of(result_stat, thresholds)
+    for frame in frames:
+        queue.add(M.frame_arrays(*frame), thresholds)
     return result_stat
 
 
 def calculate_tp_fp(det_boxes, det_score, gt_boxes, result_stat, iou_thresh):
     """Match one frame's detections to its GT at one IoU threshold and append to ``result_stat``.
 
+    The frame is queued (copied) and matched in one batched pass with the others when ``result_stat`` is read
+    (see the module docstring); the three calls of one frame (0.3, 0.5, 0.7) share one IoU computation.
+
     Args:
         det_boxes: (K, 8, 3) predicted corners (numpy or torch, metres) or None.
         det_score: (K,) confidence scores or None.
         gt_boxes: (G, 8, 3) GT corners in the same frame, or None.
         result_stat: accumulator ``{thr: {'tp', 'fp', 'gt', 'score'}}``, updated in place.
-        iou_thresh: BEV IoU threshold (key of ``result_stat``).
+        iou_thresh: BEV IoU threshold in (0, 1] (key of ``result_stat``).
     """
-    tp, scores, n_gt = _match_frames([_frame_arrays(det_boxes, det_score, gt_boxes)], (iou_thresh,))
-    _accumulate(result_stat, (iou_thresh,), tp, scores, n_gt)
+    M.check_thresholds((iou_thresh,))
+    M.queue_of(result_stat, (iou_thresh,)).add(M.frame_arrays(det_boxes, det_score, gt_boxes), (iou_thresh,))
 
 
 caluclate_tp_fp = calculate_tp_fp  # the reference's spelling, kept for users' scripts
@@ -274,7 +139,7 @@ def _class_rows(labels, n_rows, k, name):
         return np.zeros(0, dtype=bool)
     if labels is None:
         raise ValueError(f"eval_utils: {name} is None for {n_rows} boxes of a multi-class evaluation")
-    labels = _to_numpy(labels).reshape(-1)
+    labels = M.to_numpy(labels).reshape(-1)
     if labels.shape[0] != n_rows:
         raise ValueError(f"eval_utils: {name} has {labels.shape[0]} entries for {n_rows} boxes")
     return labels == k
@@ -283,6 +148,8 @@ def _class_rows(labels, n_rows, k, name):
 def calculate_tp_fp_classes(det_boxes, det_score, det_labels, gt_boxes, gt_labels, result_stat,
                             iou_thresholds=IOU_THRESHOLDS):
     """Match one frame class by class (a prediction only matches GT of its class) and append the results.
+
+    Queued like :func:`calculate_tp_fp`: each class's accumulator matches its frames when it is read.
 
     Args:
         det_boxes: (K, 8, 3) predicted corners or None.
@@ -296,13 +163,15 @@ def calculate_tp_fp_classes(det_boxes, det_score, det_labels, gt_boxes, gt_label
     if not is_per_class(result_stat):
         raise ValueError("eval_utils: calculate_tp_fp_classes needs a per-class result_stat "
                          "(init_result_stat(classes=[...]))")
-    det, score, gt = _frame_arrays(det_boxes, det_score, gt_boxes)
     thresholds = tuple(iou_thresholds)
-    for k, name in enumerate(result_stat):
-        det_rows = _class_rows(det_labels, det.shape[0], k, "det_labels")
-        gt_rows = _class_rows(gt_labels, gt.shape[0], k, "gt_labels")
-        tp, scores, n_gt = _match_frames([(det[det_rows], score[det_rows], gt[gt_rows])], thresholds)
-        _accumulate(result_stat[name], thresholds, tp, scores, n_gt)
+    M.check_thresholds(thresholds)
+    det, score, gt = M.frame_arrays(det_boxes, det_score, gt_boxes)
+    queues = [M.queue_of(stat, thresholds) for stat in result_stat.values()]
+    masks = [(_class_rows(det_labels, det.shape[0], k, "det_labels"), _class_rows(gt_labels, gt.shape[0], k,
+                                                                                 "gt_labels"))
+             for k in range(len(queues))]  # all checked before anything is queued
+    for queue, (det_rows, gt_rows) in zip(queues, masks):
+        queue.add((det[det_rows], score[det_rows], gt[gt_rows]), thresholds)
 
 
 def voc_ap(rec, prec):
@@ -356,15 +225,23 @@ def calculate_ap(result_stat, iou, global_sort_detections):
 
 
 def _variant(result_stat, global_sort_detections):
-    """AP summary dict (ap30, ap_50, ap_70, mpre/mrec at 0.5 and 0.7) of one variant.
+    """The eval-YAML summary of one variant.
 
-    A per-class accumulator gives ``ap30``, ``ap_50``, ``ap_70`` = mAP (mean of the class APs) and
-    ``classes`` = ``{name: summary of that class}``.
+    Plain accumulator: ``{ap30, ap_50, ap_70, mpre_50, mrec_50, mpre_70, mrec_70}`` (the reference's keys).
+    Per class: ``ap30``/``ap_50``/``ap_70`` = mAP (mean of the class APs), ``mAP`` = ``{0.3: .., 0.5: .., 0.7: ..}``,
+    ``classes`` = ``{name: {ap30, ap_50, ap_70}}`` and, per class, the reference's V2X-Real nesting
+    ``name: {thr: {'ap', 'mrec', 'mpre'}}``.
     """
     if is_per_class(result_stat):
-        classes = {name: _variant(stat, global_sort_detections) for name, stat in result_stat.items()}
-        summary = {key: float(np.mean([c[key] for c in classes.values()])) for key in AP_KEYS}
-        summary["classes"] = classes
+        curves = {name: {thr: calculate_ap(stat, thr, global_sort_detections) for thr in IOU_THRESHOLDS}
+                  for name, stat in result_stat.items()}
+        m_ap = {thr: float(np.mean([c[thr][0] for c in curves.values()])) for thr in IOU_THRESHOLDS}
+        summary = {key: m_ap[thr] for thr, key in zip(IOU_THRESHOLDS, AP_KEYS)}
+        summary["mAP"] = m_ap
+        summary["classes"] = {name: {key: c[thr][0] for thr, key in zip(IOU_THRESHOLDS, AP_KEYS)}
+                              for name, c in curves.items()}
+        for name, c in curves.items():
+            summary[name] = {thr: {"ap": ap, "mrec": mrec, "mpre": mpre} for thr, (ap, mrec, mpre) in c.items()}
         return summary
     ap30, _, _ = calculate_ap(result_stat, 0.3, global_sort_detections)
     ap50, mrec50, mpre50 = calculate_ap(result_stat, 0.5, global_sort_detections)
@@ -374,10 +251,10 @@ def _variant(result_stat, global_sort_detections):
 
 
 def _aps_only(summary):
-    """``{ap30, ap_50, ap_70}`` of a :func:`_variant` summary (+ ``classes`` with the same keys)."""
+    """``{ap30, ap_50, ap_70}`` of a :func:`_variant` summary (+ ``classes`` for a per-class one)."""
     out = {key: summary[key] for key in AP_KEYS}
     if "classes" in summary:
-        out["classes"] = {name: _aps_only(c) for name, c in summary["classes"].items()}
+        out["classes"] = {name: dict(c) for name, c in summary["classes"].items()}
     return out
 
 
@@ -395,13 +272,13 @@ def eval_final_results_dict(result_stat):
             for name, flag in (("global_sort", True), ("no_global_sort", False))}
 
 
-def eval_final_results(result_stat, save_path, infer_info=None, global_sort_detections=None):
+def eval_final_results(result_stat, save_path, infer_info=None, global_sort_detections=None, extra=None):
     """Compute both AP variants, write them as YAML and print them.
 
     Writes (atomically) ``save_path/eval_global_sort_<info>.yaml`` and ``save_path/eval_<info>.yaml``
     (``eval_global_sort.yaml`` / ``eval.yaml`` when ``infer_info`` is None) with keys ap30, ap_50, ap_70,
-    mpre_50, mrec_50, mpre_70, mrec_70. A per-class accumulator writes the mAPs as ap30, ap_50, ap_70 and the
-    per-class summaries (same keys) under ``classes``, and prints each class and the mAP.
+    mpre_50, mrec_50, mpre_70, mrec_70. A per-class accumulator writes the layout of :func:`_variant` (mAPs
+    as ap30, ap_50, ap_70, ``mAP``, ``classes`` and the per-class nesting) and prints each class and the mAP.
 
     Both call forms of the lineage work: HEAL's ``eval_final_results(stat, path, infer_info)`` (a string or
     None; returns the global-sort APs) and OpenCOOD's ``eval_final_results(stat, path, global_sort_detections)``
@@ -413,6 +290,7 @@ def eval_final_results(result_stat, save_path, infer_info=None, global_sort_dete
         infer_info: suffix naming the run, e.g. ``intermediate_102.4_51.2_epoch17``, or a bool (OpenCOOD's
             positional ``global_sort_detections``).
         global_sort_detections: which variant to return (default: global sort).
+        extra: further entries written after the APs in both files (e.g. communication volume, latency).
 
     Returns:
         (ap30, ap50, ap70) of the requested variant (mAPs for a per-class accumulator).
@@ -427,7 +305,7 @@ def eval_final_results(result_stat, save_path, infer_info=None, global_sort_dete
     for name, flag, label in (("eval_global_sort", True, "global sort"),
                               ("eval", False, "no global sort")):
         summary = _variant(result_stat, flag)
-        save_yaml(summary, os.path.join(save_path, f"{name}{suffix}.yaml"))
+        save_eval_yaml({**summary, **(extra or {})}, os.path.join(save_path, f"{name}{suffix}.yaml"))
         _print_summary(summary, label)
         results[flag] = summary
     chosen = results[bool(global_sort_detections)]
@@ -442,6 +320,67 @@ def _print_summary(summary, label):
     what = "mean Average Precision (mAP)" if "classes" in summary else "Average Precision"
     for thr, key in zip(IOU_THRESHOLDS, AP_KEYS):
         print(f"The {what} at IOU {thr} is {summary[key]:.4f} ({label})")
+
+
+# A float list is written by hand when it is longer than this; shorter ones go through PyYAML.
+_FLOW_MIN_LEN = 8
+_CURVE_TOKEN = "opencood_eval_curve_{}_"
+_CURVE_TOKEN_RE = re.compile(r"opencood_eval_curve_(\d+)_")
+# A float repr without '.' before its exponent ('1e-05'): YAML 1.1 reads it as a string unless it is '1.0e-05'.
+_BARE_EXPONENT_RE = re.compile(r"(?<![\d.])(\d+)(e[-+]\d+)")
+
+
+def _flow_floats(values):
+    """``[v0, v1, ...]``: a flow-style YAML list of the exact (shortest round-trip) reprs of finite floats.
+
+    Args:
+        values: (N,) float64 array. Curves repeat values a lot (recall changes only at a TP), so each distinct
+            value is formatted once.
+    """
+    if np.signbit(values).any():  # np.unique would merge -0.0 with 0.0
+        uniq, inverse = values, np.arange(values.size)
+    else:
+        uniq, inverse = np.unique(values, return_inverse=True)
+    text = [repr(v) for v in uniq.tolist()]
+    text = np.array([_BARE_EXPONENT_RE.sub(r"\1.0\2", t) if "e" in t else t for t in text], dtype=object)
+    return "[" + ", ".join(text[inverse.reshape(-1)].tolist()) + "]"
+
+
+def _as_curve(value):
+    """A long list of finite Python floats as a float64 array (to format by hand), else None."""
+    if not (isinstance(value, list) and len(value) >= _FLOW_MIN_LEN and set(map(type, value)) == {float}):
+        return None
+    arr = np.asarray(value, dtype=np.float64)
+    return arr if np.isfinite(arr).all() else None
+
+
+def save_eval_yaml(data, path):
+    """Write an eval summary as YAML, atomically; long lists of floats (precision/recall curves) go on one
+    flow-style line each, formatted directly (exact reprs, read back bit for bit by any YAML loader).
+
+    Args:
+        data: dict of floats, strings, dicts (keys may be IoU floats) and float lists; numpy values allowed.
+        path: target file.
+    """
+    curves = []
+
+    def strip(node):  # the small skeleton for PyYAML: plain Python types, curves replaced by tokens
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items()}
+        if isinstance(node, np.ndarray):
+            node = node.tolist()
+        if isinstance(node, (list, tuple)):
+            curve = _as_curve(node)
+            if curve is not None:
+                curves.append(curve)
+                return _CURVE_TOKEN.format(len(curves) - 1)
+            return [strip(v) for v in node]
+        return node.item() if isinstance(node, np.generic) else node
+
+    skeleton = yaml.safe_dump(strip(data), sort_keys=False, default_flow_style=None)
+    text = _CURVE_TOKEN_RE.sub(lambda m: _flow_floats(curves[int(m.group(1))]), skeleton)
+    with atomic_open(path, "w") as f:
+        f.write(text)
 
 
 def _random_corners(centres, lengths, widths, yaws):
@@ -513,7 +452,7 @@ def benchmark_eval(n_frames=2000, seed=0):
     torch.set_num_threads(1)  # the batched IoU runs in torch: measure one core
     try:
         start = time.perf_counter()
-        result_stat = evaluate_frames(frames)
+        result_stat = materialize(evaluate_frames(frames))
         matched = time.perf_counter()
         variants = {name: _variant(result_stat, flag)
                     for name, flag in (("global_sort", True), ("no_global_sort", False))}

@@ -219,7 +219,15 @@ def test_per_class_ap_hand_computed_and_map(tmp_path, capsys):
     with open(tmp_path / "eval_global_sort_x.yaml") as f:
         saved = yaml.safe_load(f)
     assert saved["ap_50"] == pytest.approx(0.5) and saved["classes"]["pedestrian"]["ap_70"] == pytest.approx(0.5)
-    assert set(saved["classes"]["truck"]) == {"ap30", "ap_50", "ap_70", "mpre_50", "mrec_50", "mpre_70", "mrec_70"}
+    assert set(saved["classes"]["truck"]) == {"ap30", "ap_50", "ap_70"}
+    assert saved["mAP"] == pytest.approx({0.3: 0.5, 0.5: 0.5, 0.7: 0.5})
+    # the reference's V2X-Real nesting {class: {iou: {ap, mrec, mpre}}}
+    assert set(saved) == {"ap30", "ap_50", "ap_70", "mAP", "classes", "vehicle", "pedestrian", "truck"}
+    assert set(saved["pedestrian"]) == {0.3, 0.5, 0.7} and set(saved["pedestrian"][0.5]) == {"ap", "mrec", "mpre"}
+    assert saved["pedestrian"][0.5]["ap"] == pytest.approx(0.5)
+    assert saved["pedestrian"][0.5]["mrec"] == pytest.approx([0.0, 0.0, 1.0, 1.0])
+    assert saved["pedestrian"][0.5]["mpre"] == pytest.approx([0.5, 0.5, 0.5, 0.0])
+    assert saved["truck"][0.7] == {"ap": 0.0, "mrec": [0.0, 1.0], "mpre": [0.0, 0.0]}
     out = capsys.readouterr().out
     assert "pedestrian: AP@0.3 0.5000, AP@0.5 0.5000, AP@0.7 0.5000 (global sort)" in out
     assert "The mean Average Precision (mAP) at IOU 0.5 is 0.5000" in out
