@@ -15,6 +15,14 @@ camera input sizes), sized for one H200. Each step is the same CLI a researcher 
 Prints one AP table (AP30/50/70, both AP variants), the trainable parameters of each stage-2 run, the
 message size per agent and the wall time of each step, and writes a BEV picture. Run folders go to
 ``opencood/logs/demo/`` (``opencood/logs/demo_gpu/`` for the GPU preset).
+
+``--dataset dairv2x|v2xreal`` runs GenComm stage 1 for m1 on another format's synthetic world instead (the
+datasets have their own agent types, so the heterogeneous stages are the OPV2V-H demo's):
+ 1. ``make_synthetic.py --format dairv2x|v2xreal --preset demo``     that format's on-disk tree
+ 2. ``train.py`` the format's stage-1 m1 config (:data:`DATASET_DEMOS`, demo geometry)
+ 3. ``inference.py`` with ``-f intermediate`` (collaboration) and ``-f no`` (ego only, same GT)
+and prints ego only vs collaboration (per class and mAP for V2X-Real's three classes). Run folders go to
+``opencood/logs/demo_<dataset>/``.
 """
 import argparse
 import glob
@@ -37,6 +45,14 @@ DEMO_YAMLS = os.path.join(REPO, "opencood", "hypes_yaml", "demo", "gencomm")
 PRESET_DEFAULTS = {"gpu": (os.path.join(REPO, "opencood", "hypes_yaml", "demo", "gencomm_gpu"),
                            os.path.join("opencood", "logs", "demo_gpu"), 8, 4)}
 FALLBACK_DEFAULTS = (DEMO_YAMLS, os.path.join("opencood", "logs", "demo"), 2, 1)
+# --dataset -> its GenComm stage-1 m1 config (demo geometry: 0.8 m pillars, slim channels, 8 epochs); the
+# paths in it start with DATASET_ROOT, which the demo replaces by --root
+DATASET_DEMOS = {"dairv2x": os.path.join(REPO, "opencood", "hypes_yaml", "dairv2x", "GenComm_yamls", "tiny",
+                                         "stage1", "m1_att.yaml"),
+                 "v2xreal": os.path.join(REPO, "opencood", "hypes_yaml", "v2xreal", "GenComm_yamls", "tiny",
+                                         "stage1", "m1_att.yaml")}
+DATASET_ROOT = "dataset"
+PATH_KEYS = ("data_dir", "root_dir", "validate_dir", "test_dir", "data_cache_dir")  # + heter.assignment_path
 STEP_TIMES = []  # (step, seconds) of every CLI step, for the summary
 
 
@@ -166,6 +182,73 @@ def print_summary(s1, s2, final):
           f"{feat // msg}x more. (At OPV2V-H geometry: 2x64x128 -> 65,536 bytes, log2 16.0.)")
 
 
+def rooted_config(config, root, out_path):
+    """Write ``config`` resolved (its ``_base_`` chain) to ``out_path`` with every dataset path that starts
+    with :data:`DATASET_ROOT` moved under ``root`` (so ``--root`` is honoured; unchanged for the default)."""
+    from opencood.hypes_yaml.yaml_utils import read_config, save_yaml
+    hypes = read_config(config)
+
+    def move(path):
+        if isinstance(path, str) and (path == DATASET_ROOT or path.startswith(DATASET_ROOT + "/")):
+            return os.path.join(root, path[len(DATASET_ROOT):].lstrip("/"))
+        return path
+    for key in PATH_KEYS:
+        if key in hypes:
+            hypes[key] = move(hypes[key])
+    if isinstance(hypes.get("heter"), dict) and "assignment_path" in hypes["heter"]:
+        hypes["heter"]["assignment_path"] = move(hypes["heter"]["assignment_path"])
+    save_yaml(hypes, out_path)
+    return out_path
+
+
+def dataset_rows(run_dir):
+    """[(label, class name or 'all' / 'mAP', {'gs': {ap30, ap_50, ap_70}, 'ngs': {...}})] of a dataset demo run:
+    ego only (``-f no``) and collaboration (``-f intermediate``); a multi-class evaluation adds one row per class."""
+    rows = []
+    for label, pattern in (("m1 ego only (-f no)", "no_*"), ("m1 collaboration (-f intermediate)", "intermediate*")):
+        r = read_eval(run_dir, pattern)
+        classes = r["gs"].get("classes") or {}
+        for name in classes:
+            rows.append((label, name, {v: r[v]["classes"][name] for v in ("gs", "ngs")}))
+        rows.append((label, "mAP" if classes else "all", r))
+    return rows
+
+
+def print_dataset_summary(dataset, run_dir):
+    """The ego-only vs collaboration AP table of a ``--dataset`` demo run (both AP variants)."""
+    rows = dataset_rows(run_dir)
+    logger.info(f"\n| {dataset} run | class | AP30 | AP50 | AP70 | AP30 (no gs) | AP50 (no gs) | AP70 (no gs) |")
+    logger.info("|---|---|---|---|---|---|---|---|")
+    for label, name, r in rows:
+        g, n = r["gs"], r["ngs"]
+        logger.info(f"| {label} | {name} | {g['ap30']:.3f} | {g['ap_50']:.3f} | {g['ap_70']:.3f} | "
+                    f"{n['ap30']:.3f} | {n['ap_50']:.3f} | {n['ap_70']:.3f} |")
+    ego, collab = [r["gs"] for _, name, r in rows if name in ("all", "mAP")]
+    logger.info("collaboration - ego only (global sort): " + " / ".join(
+        f"{k} {collab[k] - ego[k]:+.3f}" for k in ("ap30", "ap_50", "ap_70")))
+    return rows
+
+
+def dataset_demo(opt, logs, log, env):
+    """``--dataset``: GenComm stage 1 m1 on that format's synthetic world; ego only vs collaboration."""
+    w = ["--num_workers", str(opt.workers)]
+    if not opt.skip_data:
+        sh(["opencood/tools/make_synthetic.py", "--root", opt.root, "--format", opt.dataset, "--preset", opt.preset,
+            "--workers", str(os.cpu_count() or 1)], log, env)
+    src = rooted_config(os.path.abspath(opt.configs), opt.root, os.path.join(logs, f"{opt.dataset}_m1_att.yaml"))
+    run = fresh_run_dir(logs, "stage1_m1", src, opt.resume)
+    sh(["opencood/tools/train.py", "-y", "None", "--model_dir", run, "--skip_test"] + w, log, env)
+    sh(["opencood/tools/inference.py", "--model_dir", run, "--fusion_method", "intermediate", "--save_vis",
+        "--save_vis_interval", "5"] + w, log, env)
+    sh(["opencood/tools/inference.py", "--model_dir", run, "--fusion_method", "no"] + w, log, env)
+    rows = print_dataset_summary(opt.dataset, run)
+    print_step_times()
+    pics = sorted(glob.glob(os.path.join(run, "vis_*", "*.png")))
+    if pics:
+        logger.info(f"BEV picture: {os.path.relpath(pics[0], REPO)}")
+    return rows
+
+
 def print_step_times():
     logger.info("\n| step | wall time (s) |\n|---|---|")
     for step, sec in STEP_TIMES:
@@ -186,12 +269,17 @@ def parse_args(argv=None):
     p.add_argument("--configs", default=None,
                    help="YAML set to run (stage1/mX_att.yaml, stage2/m1mX_att.yaml, stage2/m1m2m3m4_att_infer.yaml);"
                         " default demo/gencomm, or demo/gencomm_gpu for --preset gpu")
+    p.add_argument("--dataset", default="opv2v", choices=("opv2v",) + tuple(sorted(DATASET_DEMOS)),
+                   help="opv2v: the 3-stage GenComm pipeline (default); dairv2x, v2xreal: GenComm stage 1 m1 on "
+                        "that format's synthetic world, ego only vs collaboration (--configs: a stage-1 YAML)")
     p.add_argument("--skip-data", action="store_true", help="use the dataset already under --root")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted demo: keep the dataset and the run folders under --logs, continue "
                         "each training from its last checkpoint (done ones are skipped), redo the evaluations")
     opt = p.parse_args(argv)
     configs, logs, workers, parallel = PRESET_DEFAULTS.get(opt.preset, FALLBACK_DEFAULTS)
+    if opt.dataset != "opv2v":
+        configs, logs = DATASET_DEMOS[opt.dataset], os.path.join("opencood", "logs", f"demo_{opt.dataset}")
     opt.configs = opt.configs or configs
     opt.logs = opt.logs or logs
     opt.workers = workers if opt.workers is None else opt.workers
@@ -217,6 +305,10 @@ def main(argv=None):
     setup_logging(logs, "demo.log")  # the demo's own lines, between the steps' outputs appended by sh()
     w = ["--num_workers", str(opt.workers)]
     w_shared = ["--num_workers", str(max(1, opt.workers // opt.parallel))]  # workers of each run side by side
+    if opt.dataset != "opv2v":
+        dataset_demo(opt, logs, log, env)
+        logger.info(f"demo finished in {(time.time() - t_start) / 60:.1f} min; full log: {os.path.relpath(log, REPO)}")
+        return
 
     if not opt.skip_data:
         sh(["opencood/tools/make_synthetic.py", "--root", opt.root, "--preset", opt.preset,

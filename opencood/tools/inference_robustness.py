@@ -23,12 +23,13 @@ import argparse
 import copy
 import logging
 import os
+import re
 
 import numpy as np
 import torch
 
 from opencood.data_utils.datasets import build_dataset
-from opencood.hypes_yaml.yaml_utils import save_yaml
+from opencood.hypes_yaml.yaml_utils import load_yaml, save_yaml
 from opencood.models.sub_modules.degradation import MessageDegradation
 from opencood.tools import inference, train_utils
 from opencood.utils import eval_utils
@@ -54,7 +55,10 @@ def build_parser(sweep=None):
         p.add_argument("--sweep", required=True, choices=SWEEPS)
     p.add_argument("--model_dir", required=True, nargs="+", help="run folder(s), one line per run in the plot")
     p.add_argument("--levels", default=None, help="comma-separated levels (default: the sweep's own)")
-    p.add_argument("--fusion_method", "-f", default="intermediate", choices=inference.FUSION_METHODS)
+    p.add_argument("--fusion_method", "-f", default="auto", choices=("auto",) + inference.FUSION_METHODS,
+                   help="auto (default): each run's own fusion (early / late / intermediate, from its config)")
+    p.add_argument("--labels", default=None, help="comma-separated plot labels, one per run (default: the run "
+                                                  "folder names without their time stamp)")
     p.add_argument("--seed", type=int, default=303, help="seed of every random draw, at every level")
     p.add_argument("--out_dir", default=None, help="where the YAML and PNG go (default: the first run folder)")
     p.add_argument("--also_laplace", action="store_true", help="noise: also Laplace pose error")
@@ -108,9 +112,34 @@ def check_options(opt):
     """Sweep-specific checks before anything is loaded (one-line ConfigErrors)."""
     if opt.sweep == "weather" and opt.weather not in ("fog", "snow"):
         raise ConfigError(f"--weather: unknown weather type '{opt.weather}'; known: fog, snow")
-    if opt.sweep == "degradation" and opt.fusion_method not in ("intermediate",):
+    if opt.sweep == "degradation" and opt.fusion_method not in ("intermediate", "auto"):
         raise ConfigError(f"--sweep degradation: degrades transmitted feature maps, so it needs -f intermediate "
                           f"(got -f {opt.fusion_method})")
+    if opt.labels is not None and len(opt.labels.split(",")) != len(opt.model_dir):
+        raise ConfigError(f"--labels: {len(opt.labels.split(','))} labels for {len(opt.model_dir)} runs")
+
+
+_STAMP = re.compile(r"_\d{4}_\d{2}_\d{2}_\d{2}_\d{2}_\d{2}$")  # train.py's run-folder time stamp
+
+
+def run_label(model_dir):
+    """Plot label of a run: its folder name without train.py's ``_YYYY_MM_DD_hh_mm_ss`` suffix."""
+    return _STAMP.sub("", os.path.basename(os.path.normpath(model_dir)))
+
+
+def run_fusion(model_dir, opt):
+    """The ``-f`` a run is swept with: ``--fusion_method``, or (auto) the one its config's dataset builds.
+
+    Raises:
+        ConfigError: degradation of a run whose fusion sends no feature map (early / late).
+    """
+    if opt.fusion_method != "auto":
+        return opt.fusion_method
+    mode = inference.dataset_fusion(load_yaml(os.path.join(model_dir, "config.yaml")))
+    if opt.sweep == "degradation" and mode != "intermediate":
+        raise ConfigError(f"{model_dir}: --sweep degradation degrades transmitted feature maps; this run is "
+                          f"{mode} fusion (nothing to degrade)")
+    return mode
 
 
 def level_hypes(hypes, opt, level, laplace=False):
@@ -118,9 +147,10 @@ def level_hypes(hypes, opt, level, laplace=False):
     h = copy.deepcopy(hypes)
     h["seed"] = opt.seed
     if opt.sweep == "noise":
+        style = ((hypes.get("noise_setting") or {}).get("args") or {}).get("style", "opencood")  # whose model
         h["noise_setting"] = {"add_noise": True, "add_pose_noise": True,
                               "args": {"pos_std": level, "rot_std": level, "pos_mean": 0.0, "rot_mean": 0.0,
-                                       "laplace": laplace}}
+                                       "laplace": laplace, "style": style}}
     elif opt.sweep == "delay":
         h["noise_setting"] = {"add_noise": True, "add_pose_noise": False, "add_async_noise": True,
                               "async_args": {"async_mode": "sim", "async_method": opt.async_method,
@@ -149,21 +179,22 @@ def evaluate_level(model, hypes, inf_opt, opt, level, device, tag):
     return {variant: {name: float(values[key]) for name, key in AP_KEYS} for variant, values in aps.items()}
 
 
-def sweep_run(model_dir, opt, levels, device):
-    """Every level of one run folder. Returns ``{label: {'model_dir', 'global_sort': {ap30: [per level], ...},
-    'no_global_sort': {...}}}`` (two labels with ``--also_laplace``)."""
+def sweep_run(model_dir, opt, levels, device, name=None):
+    """Every level of one run folder. Returns ``{label: {'model_dir', 'fusion_method', 'global_sort': {ap30:
+    [per level], ...}, 'no_global_sort': {...}}}`` (two labels with ``--also_laplace``)."""
+    fusion = run_fusion(model_dir, opt)
     inf_opt = inference.build_parser().parse_args(
-        ["--model_dir", model_dir, "-f", opt.fusion_method, "--num_workers", str(opt.num_workers)]
+        ["--model_dir", model_dir, "-f", fusion, "--num_workers", str(opt.num_workers)]
         + ([] if opt.max_frames is None else ["--max_frames", str(opt.max_frames)]))
     hypes = inference.prepare_hypes(inf_opt)
     model = train_utils.create_model(hypes)
     _, model = train_utils.load_saved_model(model_dir, model)
     model.to(device).eval()
-    name = os.path.basename(os.path.normpath(model_dir))
+    name = name or run_label(model_dir)
     rows = {}
     for laplace in ([False, True] if opt.sweep == "noise" and opt.also_laplace else [False]):
         label = f"{name} (Laplace)" if laplace else name
-        row = {"model_dir": model_dir, "global_sort": {k: [] for k, _ in AP_KEYS},
+        row = {"model_dir": model_dir, "fusion_method": fusion, "global_sort": {k: [] for k, _ in AP_KEYS},
                "no_global_sort": {k: [] for k, _ in AP_KEYS}}
         for level in levels:
             aps = evaluate_level(model, level_hypes(hypes, opt, level, laplace), inf_opt, opt, level, device,
@@ -208,9 +239,12 @@ def run(opt):
     setup_logging(opt.out_dir, "robustness.log")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = sweep_name(opt)
+    labels = opt.labels.split(",") if opt.labels else [None] * len(opt.model_dir)
+    for model_dir in opt.model_dir:  # every run's fusion is checked before the first one is swept
+        run_fusion(model_dir, opt)
     methods = {}
-    for model_dir in opt.model_dir:
-        methods.update(sweep_run(model_dir, opt, levels, device))
+    for model_dir, label in zip(opt.model_dir, labels):
+        methods.update(sweep_run(model_dir, opt, levels, device, label))
     result = {"sweep": name, "unit": UNITS[opt.knob if opt.sweep == "degradation" else opt.sweep],
               "levels": levels, "seed": opt.seed, "fusion_method": opt.fusion_method,
               "max_frames": opt.max_frames, "methods": methods}

@@ -11,6 +11,10 @@ Config section (top level of the experiment YAML)::
 Noise is added to the LiDAR pose 6-vector ``[x, y, z, roll, yaw, pitch]`` (metres, degrees) of **every**
 agent, ego included: x and y get N(pos_mean, pos_std) metres, yaw gets N(rot_mean, rot_std) degrees;
 z, roll and pitch are untouched. ``laplace: true`` draws Laplace noise with scale b = the std values.
+``style: v2v4real`` selects V2V4Real's own noise model instead (its ``wild_setting`` ``loc_err``, ``xyz_std``,
+``ryp_std``): only the collaborators get noise (the ego's pose stays clean), x, y **and z** get
+N(pos_mean, pos_std) metres and, of the rotation, only yaw gets N(rot_mean, rot_std) degrees (V2V4Real draws
+roll/yaw/pitch noise but applies only the yaw draw).
 Agents are :class:`~opencood.data_utils.datasets.basedataset.agent_frame.AgentFrame` records: the noise is
 added to ``lidar_pose_clean`` and written to ``lidar_pose``; ``lidar_pose_clean`` (used for GT and camera
 extrinsics) is never changed.
@@ -20,6 +24,8 @@ import numpy as np
 from opencood.utils.comm_delay import ASYNC_ARGS, check_async_args
 from opencood.utils.config import Cfg, Key, Schema
 from opencood.utils.errors import ConfigError
+
+NOISE_STYLES = ("opencood", "v2v4real")  # whose pose-noise model (module docstring)
 
 # The top-level ``noise_setting`` section.
 NOISE_SETTING = Schema({
@@ -31,6 +37,8 @@ NOISE_SETTING = Schema({
         "pos_mean": Key(float, 0.0, "mean of the x and y noise, metres"),
         "rot_mean": Key(float, 0.0, "mean of the yaw noise, degrees"),
         "laplace": Key(bool, False, "Laplace instead of Gaussian noise"),
+        "style": Key(str, "opencood", "opencood: every agent, x/y + yaw; v2v4real: collaborators only (ego clean), "
+                     "x/y/z + yaw, as V2V4Real's own loader", choices=NOISE_STYLES),
     }, name="pose noise")),
     "add_async_noise": Key(bool, False, "communication delay of the collaborators (opencood.utils.comm_delay)"),
     "async_args": Key(dict, {}, "delay model (opencood.utils.comm_delay)", schema=ASYNC_ARGS),
@@ -97,7 +105,8 @@ def delay_enabled(noise_setting):
 def add_noise_data_dict(agents, noise_setting, rng=None):
     """Set each agent's ``lidar_pose`` to its clean pose plus, if enabled, one noise draw.
 
-    The draws are made agent by agent in list order (x/y then yaw, see :func:`generate_noise`).
+    The draws are made agent by agent in list order (x/y then yaw, see :func:`generate_noise`; with
+    ``style: v2v4real`` the ego is skipped and each collaborator's z is drawn after its yaw).
 
     Args:
         agents: list of ``AgentFrame`` records (ego first); modified in place.
@@ -117,8 +126,12 @@ def add_noise_data_dict(agents, noise_setting, rng=None):
         draw = generate_noise_laplace if args.laplace else generate_noise
     for agent in agents:
         clean = np.asarray(agent.lidar_pose_clean, dtype=np.float64)
-        if enabled:
-            agent.lidar_pose = clean + draw(args.pos_std, args.rot_std, args.pos_mean, args.rot_mean, rng=rng)
+        if enabled and not (args.style == "v2v4real" and agent.is_ego):
+            noise = draw(args.pos_std, args.rot_std, args.pos_mean, args.rot_mean, rng=rng)
+            if args.style == "v2v4real":  # z too, drawn after x/y/yaw from the distribution of x/y
+                gen = np.random if rng is None else rng
+                noise[2] = (gen.laplace if args.laplace else gen.normal)(args.pos_mean, args.pos_std)
+            agent.lidar_pose = clean + noise
         else:
             agent.lidar_pose = clean.copy()
     return agents

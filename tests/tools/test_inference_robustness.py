@@ -83,3 +83,13 @@ def test_bad_sweep_input_is_one_line_error(tmp_path, capsys, tool, argv, message
         tool.main(["--model_dir", str(tmp_path)] + argv)
     err = capsys.readouterr().err
     assert e.value.code == 2 and message in err and err.count("\n") == 1
+
+
+def test_noise_sweep_keeps_the_configs_noise_style():
+    """A config selecting V2V4Real's pose-noise model keeps it at every sweep level (default: opencood)."""
+    import argparse
+    opt = argparse.Namespace(sweep="noise", seed=303)
+    h = inference_robustness.level_hypes({"noise_setting": {"args": {"style": "v2v4real"}}}, opt, 0.4)
+    assert h["noise_setting"]["args"] == {"pos_std": 0.4, "rot_std": 0.4, "pos_mean": 0.0, "rot_mean": 0.0,
+                                          "laplace": False, "style": "v2v4real"}
+    assert inference_robustness.level_hypes({}, opt, 0.2)["noise_setting"]["args"]["style"] == "opencood"

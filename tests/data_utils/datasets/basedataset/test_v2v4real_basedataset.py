@@ -104,3 +104,20 @@ def test_tree_check_two_agents_and_missing_files(v2v4real, tmp_path):
     (scen / "1" / "000000.pcd").unlink()
     with pytest.raises(DataError, match=r"2 dataset problems: .*0/000002.pcd missing; .*1/000000.pcd missing"):
         build_dataset(_hypes(str(root)), train=False)
+
+
+def test_pose_noise_follows_v2v4real_s_own_model(v2v4real):
+    """The shipped V2V4Real configs select V2V4Real's noise model; switched on, the ego keeps its clean pose and
+    the other car gets x/y/z and yaw noise only."""
+    from opencood.hypes_yaml.yaml_utils import load_yaml
+    for path in ("opencood/hypes_yaml/v2v4real/LiDAROnly/lidar_attfuse.yaml",
+                 "opencood/hypes_yaml/demo/datasets/v2v4real_lidar_att.yaml"):
+        setting = load_yaml(path)["noise_setting"]
+        assert setting["add_noise"] is False and setting["args"]["style"] == "v2v4real"
+    hypes = _hypes(v2v4real)
+    hypes["noise_setting"] = {"add_noise": True, "args": {"pos_std": 0.5, "rot_std": 2.0, "style": "v2v4real"}}
+    ds = build_dataset(hypes, train=False)
+    ego, other = ds.agents_of(0, np.random.default_rng(0))
+    assert ego.is_ego and np.array_equal(ego.lidar_pose, ego.lidar_pose_clean)
+    delta = np.subtract(other.lidar_pose, other.lidar_pose_clean)
+    assert np.all(delta[[3, 5]] == 0) and np.all(delta[[0, 1, 2, 4]] != 0)
