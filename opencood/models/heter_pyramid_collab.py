@@ -21,16 +21,20 @@ from opencood.models.heter_model_baseline import (AGENT_TYPE, AGENT_TYPE_RE, COM
 from opencood.models.sub_modules.base_bev_backbone_resnet import ResNetBEVBackbone
 from opencood.models.sub_modules.degradation import MessageDegradation
 from opencood.models.sub_modules.downsample_conv import DownsampleConv
+from opencood.models.sub_modules.stamp_adapter import ConvNeXtAligner
 from opencood.models.sub_modules.feature_info import check_channels
 from opencood.utils.config import REQUIRED, Key, Schema
 from opencood.utils.errors import ConfigError
 from opencood.utils.registry import ENCODERS, FUSION_MODULES, MODELS
 
-ALIGNERS = {"identity": lambda args: nn.Identity()}  # name -> builder(args); extended by the aligner module
+# name -> builder(args): identity (the base type) and HEAL's ConvNeXt aligner of the new types
+ALIGNERS = {"identity": lambda args: nn.Identity(), "convnext": ConvNeXtAligner}
 
 ALIGNER_ARGS = Schema({
     "core_method": Key(str, "identity", "feature aligner after the backbone (identity for the base type)"),
-    "args": Key(dict, None, "the aligner's own keys"),
+    "args": Key(dict, None, "the aligner's own keys (convnext: num_of_blocks, dim)"),
+    "spatial_align": Key(bool, False, "HEAL's warp-based spatial alignment; only false (as every HEAL config)",
+                         choices=(False,)),
 }, name="aligner_args")
 
 PYRAMID_TYPE = Schema({**{k: v for k, v in AGENT_TYPE.keys.items() if k not in ("backbone_args", "shrink_header")},

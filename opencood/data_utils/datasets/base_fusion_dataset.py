@@ -341,12 +341,16 @@ class BaseFusionDataset(Dataset):
         label_dict = self.collate_labels([s["label_dict"] for s in samples])
         label_dict.update(gt)
         label_dict["anchor_box"] = anchor
-        return {"processed_lidar": self.pre_processor.collate_batch([s["processed_lidar"] for s in samples]),
-                **gt, "object_ids": samples[0]["object_ids"],
+        return {**self.collate_sample_inputs(samples), **gt, "object_ids": samples[0]["object_ids"],
                 "anchor_box": anchor, "label_dict": label_dict,
                 "record_len": torch.ones(len(samples), dtype=torch.long),
                 "lidar_pose": to_tensor(np.stack([s["lidar_poses"][0] for s in samples])),
                 "lidar_pose_clean": to_tensor(np.stack([s["lidar_poses_clean"][0] for s in samples]))}
+
+    def collate_sample_inputs(self, samples):
+        """The model inputs of one-cloud-per-sample batches: ``processed_lidar`` (coords prefixed by the sample
+        index); ``lateheter`` collates each agent type's inputs instead."""
+        return {"processed_lidar": self.pre_processor.collate_batch([s["processed_lidar"] for s in samples])}
 
     def collate_labels(self, label_list):
         """Stack anchor-target dicts -> torch dict (B, ...) through the post-processor."""

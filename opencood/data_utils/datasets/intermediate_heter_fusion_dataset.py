@@ -26,14 +26,13 @@ from opencood.utils.errors import ConfigError
 from opencood.utils.registry import DATASETS
 
 
-@DATASETS.register("intermediateheter", "intermediateheterfusion", "intermediateheterinfer", "intermediateheterv2xreal")
-class IntermediateheterFusionDataset(IntermediateFusionDataset):
-    """Heterogeneous intermediate-fusion samples (see module docstring)."""
+class HeterInputsMixin:
+    """Per-agent-type inputs shared by the heterogeneous datasets (``intermediateheter*``, ``lateheter``):
+    each type's voxeliser / camera augmentation, one agent's input of its type, the per-type collate."""
 
-    heterogeneous = True
-
-    def __init__(self, params, visualize=False, train=True):
-        super().__init__(params, visualize, train)
+    def build_type_inputs(self, train):
+        """``self.heter`` = the base loader's assigner; voxelisers (LiDAR types) and camera augmentation
+        (camera types) of every type of ``heter.modality_setting``."""
         self.heter = self.base.heter
         self.modality_pre_processors = {}
         self.camera_aug = {}  # mX -> parsed data_aug_conf
@@ -60,20 +59,47 @@ class IntermediateheterFusionDataset(IntermediateFusionDataset):
     def keep_agent(self, agent):
         return agent.modality in self.heter.modality_setting
 
+    def type_input(self, agent, points, rng):
+        """One agent's input of its own type from its prepared cloud (P, 4): voxels, camera inputs, or (LiDAR +
+        camera types) ``{'lidar': voxels, 'camera': camera inputs}``."""
+        m = agent.modality
+        sensor = self.heter.sensor_type(m)
+        item = {}
+        if sensor != "camera":
+            item["lidar"] = self.modality_pre_processors[m].preprocess(points)
+        if sensor != "lidar":
+            item["camera"] = process_camera_data(agent.cameras, self.camera_aug[m],
+                                                 self.heter.modality_setting[m].grid_conf, self.train, rng=rng)
+        return item if sensor == "lidar_camera" else next(iter(item.values()))
+
+    def collate_type(self, m, items):
+        """Batch the inputs of the agents of type ``m`` (voxel coords prefixed 0..n_m-1 in item order)."""
+        sensor = self.heter.sensor_type(m)
+        if sensor == "lidar":
+            return self.modality_pre_processors[m].collate_batch(items)
+        if sensor == "camera":
+            return collate_camera(items)
+        return {**self.modality_pre_processors[m].collate_batch([d["lidar"] for d in items]),
+                **collate_camera([d["camera"] for d in items])}
+
+
+@DATASETS.register("intermediateheter", "intermediateheterfusion", "intermediateheterinfer", "intermediateheterv2xreal")
+class IntermediateheterFusionDataset(HeterInputsMixin, IntermediateFusionDataset):
+    """Heterogeneous intermediate-fusion samples (see module docstring)."""
+
+    heterogeneous = True
+
+    def __init__(self, params, visualize=False, train=True):
+        super().__init__(params, visualize, train)
+        self.build_type_inputs(train)
+
     def agent_inputs(self, agents, ego_pose, rng):
         """{'inputs_mX': [per-agent input of type mX, agent order], 'agent_modality_list': [types]}."""
         out = {f"inputs_{m}": [] for m in self.heter.modalities}
         for agent in agents:
-            m = agent.modality
-            sensor = self.heter.sensor_type(m)
-            item = {}
-            if sensor != "camera":
-                item["lidar"] = self.modality_pre_processors[m].preprocess(self.prepare_points(agent, ego_pose, rng))
-            if sensor != "lidar":
-                item["camera"] = process_camera_data(agent.cameras, self.camera_aug[m],
-                                                     self.heter.modality_setting[m].grid_conf, self.train, rng=rng)
-            # one sensor: its dict as is; LiDAR + camera: {'lidar': voxels, 'camera': camera inputs}
-            out[f"inputs_{m}"].append(item if sensor == "lidar_camera" else next(iter(item.values())))
+            camera_only = self.heter.sensor_type(agent.modality) == "camera"
+            points = None if camera_only else self.prepare_points(agent, ego_pose, rng)
+            out[f"inputs_{agent.modality}"].append(self.type_input(agent, points, rng))
         out["agent_modality_list"] = [agent.modality for agent in agents]
         return out
 
@@ -83,14 +109,6 @@ class IntermediateheterFusionDataset(IntermediateFusionDataset):
         out = {"agent_modality_list": [m for s in samples for m in s["agent_modality_list"]]}
         for m in self.heter.modalities:
             items = [d for s in samples for d in s[f"inputs_{m}"]]
-            if not items:
-                continue
-            sensor = self.heter.sensor_type(m)
-            if sensor == "lidar":
-                out[f"inputs_{m}"] = self.modality_pre_processors[m].collate_batch(items)
-            elif sensor == "camera":
-                out[f"inputs_{m}"] = collate_camera(items)
-            else:
-                out[f"inputs_{m}"] = {**self.modality_pre_processors[m].collate_batch([d["lidar"] for d in items]),
-                                      **collate_camera([d["camera"] for d in items])}
+            if items:
+                out[f"inputs_{m}"] = self.collate_type(m, items)
         return out

@@ -55,6 +55,8 @@ class LateFusionDataset(BaseFusionDataset):
     def __getitem__(self, idx):
         rng = self.base.sample_rng(idx)
         agents = self.agents_of(idx, rng)  # delay and pose noise applied
+        if not agents:  # lateheter: the ego's type takes no input
+            return None
         if self.train:
             return {"ego": self.agent_sample(agents[int(rng.integers(len(agents)))], rng)}
         ego = agents[0]
@@ -93,12 +95,17 @@ class LateFusionDataset(BaseFusionDataset):
             keep |= np.all((corners >= lo) & (corners <= hi), axis=(1, 2))
         gt = self.filter_and_pad(objects, keep=keep)
         sample = {**self.gt_entries(gt), "anchor_box": self.anchor_box,
-                  "processed_lidar": self.pre_processor.preprocess(points), "label_dict": self.generate_label(gt),
+                  **self.agent_input(agent, points, rng), "label_dict": self.generate_label(gt),
                   "lidar_poses": np.asarray([agent.lidar_pose], dtype=np.float32),
                   "lidar_poses_clean": np.asarray([agent.lidar_pose_clean], dtype=np.float32)}
         if self.visualize:
             sample["origin_lidar"] = points.astype(np.float32)
         return sample
+    def agent_input(self, agent, points, rng):
+        """The model input of one agent from its prepared cloud (P, 4), own frame: ``{'processed_lidar': voxels}``
+        (``lateheter``: the agent type's own input)."""
+        return {"processed_lidar": self.pre_processor.preprocess(points)}
+
     def collate_batch_train(self, batch):
         """Training collate: same layout as early fusion (one cloud per sample); None samples skipped."""
         return self.collate_single_cloud_train(batch)
