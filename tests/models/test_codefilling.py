@@ -9,6 +9,7 @@ import torch
 
 from opencood.hypes_yaml.yaml_utils import load_yaml
 from opencood.models.sub_modules.codebook import ResidualCodebookQuantizer
+from opencood.tools.train_utils import create_loss
 from opencood.utils import comm_volume as cv
 from opencood.utils.errors import CheckpointError, ConfigError
 from opencood.utils.registry import LOSSES, MODELS
@@ -45,6 +46,7 @@ def test_full_geometry_trainable_set_and_reference_count(combo):
     assert {f"{s}_{m}." for m in types for s in ("encoder", "shrinker")} | {"cls_head.", "reg_head."} <= set(
         model.required_prefixes())
     assert model.codebook.bits_per_cell == 24
+    assert isinstance(create_loss(h), LOSSES.get("point_pillar_codebook_loss"))
 
 
 def test_tiny_count_by_formula():

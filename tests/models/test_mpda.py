@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from opencood.hypes_yaml.yaml_utils import load_yaml
 from opencood.models.sub_modules.mpda_modules import CrossDomainTransformer, DomainClassifier, LearnableResizer
+from opencood.tools.train_utils import create_loss
 from opencood.utils.errors import CheckpointError, ConfigError, DataError
 from opencood.utils.registry import LOSSES, MODELS
 from tests.models.stage2_batches import LOSS_ARGS, batch_of, four_type_args, frozen_snapshot, random_labels
@@ -24,6 +25,7 @@ SMALL = {"resizer": {"input_channel": 16, "output_channel": 16,
 
 def _build(rel):
     h = load_yaml(f"{ROOT}/{rel}")
+    assert create_loss(h).da  # the shipped loss section builds, domain term on
     return MODELS.get(h["model"]["core_method"])(h["model"]["args"])
 
 
