@@ -39,7 +39,8 @@ def parse_args(argv=None):
     p.add_argument("--infrastructure", type=int, metavar="K",
                    help="road-side units per scenario (agent ids -1..-K; 0..4; default: the format's)")
     p.add_argument("--realistic", action="store_true",
-                   help="real-OPV2V traits: body roll/pitch, ~2%% self-hits, TYPE F rgb, agent-YAML variants")
+                   help="real-OPV2V traits: body roll/pitch, ~2%% self-hits, TYPE F rgb, agent-YAML variants "
+                        "(dairv2x, v2xreal: the first two; their files have no rgb field or OPV2V agent keys)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--weather", default=None, help="also write <ts>_fog.pcd / <ts>_snow.pcd beside every cloud: "
                                                    "comma list of fog, snow (augmentor/weather.py)")

@@ -123,7 +123,8 @@ def write(root, preset="tiny", seed=0, workers=1, progress=True, **overrides):
         seed: master seed.
         workers: unused.
         progress: unused.
-        **overrides: make_synthetic options (scenarios, frames, beams, h_res; others ignored).
+        **overrides: make_synthetic options (scenarios, frames, beams, h_res, and the realism options tilt and
+            self_hits, see ``scene``; others ignored).
 
     Returns:
         the make_synthetic summary dict.
@@ -141,7 +142,7 @@ def write(root, preset="tiny", seed=0, workers=1, progress=True, **overrides):
     info, splits = [], {"train": [], "validate": []}
     points, objects, union, others, k = [], [], 0, 0, 0
     for split, _, scen_seed in names:
-        scene = S.build_scene(scen_seed, 1, 1, opts["frames"])
+        scene = S.build_scene(scen_seed, 1, 1, opts["frames"], tilt=opts["tilt"])
         for frame in range(opts["frames"]):
             veh, inf = f"{k:06d}", f"{INFRA_ID_BASE + k:06d}"
             entry, (p, o, u, x) = write_frame(data_dir, scene, frame, veh, inf, opts)

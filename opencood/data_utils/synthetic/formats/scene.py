@@ -9,6 +9,11 @@ and sensor streams stay those of the OPV2V writer):
 * **pedestrians**: people walking along the sidewalks (0.5-0.8 m x 0.5-0.7 m x 1.6-1.84 m, 0.8-1.6 m/s),
   away from the intersection.
 
+Realism options of the generator that apply to any LiDAR format (``tilt``: body roll/pitch of every vehicle,
+carried by its LiDAR pose and calibration, ``self_hits``: that share of a vehicle's cloud returns from its own
+car) draw from a fourth and fifth stream; with both off (every preset) the output is unchanged. ``pcd_rgb`` and
+``yaml_variants`` describe OPV2V's PCD / YAML files and are ignored here.
+
 Frames: the world frame of the scenario, CARLA/UE4 axes (x forward, y right, z up), metres; poses are 6-vectors
 ``[x, y, z, roll, yaw, pitch]`` (metres, degrees), box yaw in radians.
 """
@@ -21,7 +26,7 @@ import numpy as np
 
 from opencood.data_utils.synthetic import writers
 from opencood.data_utils.synthetic.generator import SPLITS, TRUCK_MIN_LENGTH, resolve_options
-from opencood.data_utils.synthetic.sensors import LidarConfig, lidar_scan
+from opencood.data_utils.synthetic.sensors import LidarConfig, add_self_hits, lidar_scan
 from opencood.data_utils.synthetic.world import BUILD_START, CURB, World, build_world
 from opencood.utils.errors import DataError
 
@@ -39,16 +44,22 @@ class Scene:
         world: the :class:`~opencood.data_utils.synthetic.world.World` with trucks and pedestrians added.
         obj_type: object id -> type string (``Car``, ``Truck``/``Van``/``Bus``, ``Pedestrian``).
         sensor_rng: generator of the LiDAR drop-off and noise draws.
+        self_rng: generator of the self-hits (``self_hits`` > 0).
     """
     world: World
     obj_type: dict
     sensor_rng: np.random.Generator
+    self_rng: np.random.Generator = None
 
 
-def build_scene(seed, n_vehicles, n_rsus, n_frames):
+def build_scene(seed, n_vehicles, n_rsus, n_frames, tilt=0.0):
     """The scenario of ``seed``: world (``n_vehicles`` connected vehicles, ``n_rsus`` road-side units) plus
-    trucks and pedestrians (see the module docstring)."""
-    world_rng, sensor_rng, extra_rng = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)]
+    trucks and pedestrians (see the module docstring); ``tilt`` > 0 (degrees) gives every vehicle a body
+    roll/pitch (``World.set_tilt``)."""
+    # spawn keys 0..4: world, sensors, trucks/pedestrians, tilt, self-hits (a stream's draws do not depend on
+    # which options are on, and the first three are those of the scene without options)
+    world_rng, sensor_rng, extra_rng, tilt_rng, self_rng = [
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5)]
     world = build_world(world_rng, n_vehicles, n_frames, infrastructure=n_rsus)
     v = world.vehicles
     half, center = v.half.copy(), v.center.copy()
@@ -75,7 +86,9 @@ def build_scene(seed, n_vehicles, n_rsus, n_frames):
     world = World(world.static, vehicles, world.agent_ids, world.map_yaw, world.map_offset, n_frames, n_rsus)
     obj_type = {int(i): (TRUCK_TYPES[int(i) % 3] if t else CAR_TYPE) for i, t in zip(v.ids, trucks)}
     obj_type.update({int(i): PEDESTRIAN_TYPE for i in ped_ids})
-    return Scene(world, obj_type, sensor_rng)
+    if tilt > 0:
+        world.set_tilt(tilt_rng, tilt)
+    return Scene(world, obj_type, sensor_rng, self_rng)
 
 
 def sensor_ids(world):
@@ -90,12 +103,14 @@ def scan(scene, vid, frame, opts):
         (lidar_pose (6,) world, points (P, 4) float32 in the LiDAR frame, sorted list of the object ids hit).
     """
     world = scene.world
-    boxes = world.boxes(frame)
-    if vid > 0:
-        boxes = boxes.subset(boxes.ids != vid)  # a car's sensor never sees its own car
+    all_boxes = world.boxes(frame)
+    boxes = all_boxes.subset(all_boxes.ids != vid) if vid > 0 else all_boxes  # a car never sees its own car
     pose = world.lidar_pose(vid, frame)
-    points, _, hit = lidar_scan(pose, boxes, LidarConfig(beams=opts["beams"], h_res=opts["h_res"]),
-                                scene.sensor_rng)
+    cfg = LidarConfig(beams=opts["beams"], h_res=opts["h_res"])
+    points, beam, hit = lidar_scan(pose, boxes, cfg, scene.sensor_rng)
+    if opts.get("self_hits", 0.0) > 0 and vid > 0:  # ...except through the self-hits of a real cloud
+        own = all_boxes.subset(all_boxes.ids == vid)
+        points, beam, hit = add_self_hits(points, beam, hit, pose, own, cfg, opts["self_hits"], scene.self_rng)
     seen = sorted(set(boxes.ids[hit[hit >= 0]].tolist()) - {-1})
     return pose, points, seen
 
@@ -157,7 +172,7 @@ def prepare_root(root, owned):
 
 def options(preset, overrides):
     """Preset values updated by the overrides the non-OPV2V writers use (others are ignored)."""
-    used = {k: v for k, v in overrides.items() if k in ("scenarios", "frames", "beams", "h_res")}
+    used = {k: v for k, v in overrides.items() if k in ("scenarios", "frames", "beams", "h_res", "tilt", "self_hits")}
     return resolve_options(preset, **used)
 
 

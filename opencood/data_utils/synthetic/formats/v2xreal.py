@@ -29,10 +29,12 @@ N_VEHICLES, N_RSUS = 2, 2
 
 
 def vehicle_entries(scene, frame, ids):
-    """``vehicles`` of an agent YAML: id -> {location, center, angle (deg), extent (half), obj_type} (world)."""
+    """``vehicles`` of an agent YAML: id -> {location, center, angle [roll, yaw, pitch] (deg; roll/pitch 0 unless
+    ``tilt``), extent (half), obj_type} (world)."""
     out = {}
     for i, (location, center, yaw, half) in S.object_states(scene, frame, ids).items():
-        out[i] = {"location": list(location), "center": list(center), "angle": [0.0, float(np.degrees(yaw)), 0.0],
+        roll, pitch = scene.world.attitude(i, frame)
+        out[i] = {"location": list(location), "center": list(center), "angle": [roll, float(np.degrees(yaw)), pitch],
                   "extent": list(half), "obj_type": scene.obj_type[i]}
     return out
 
@@ -45,7 +47,7 @@ def _folder_ids(scene):
 
 def write_scenario(split_dir, name, seed, opts):
     """Write one scenario; returns (points per cloud, objects per agent, union, seen only by non-ego)."""
-    scene = S.build_scene(seed, N_VEHICLES, N_RSUS, opts["frames"])
+    scene = S.build_scene(seed, N_VEHICLES, N_RSUS, opts["frames"], tilt=opts["tilt"])
     folders = _folder_ids(scene)
     points_n, objects_n, union, others = [], [], 0, 0
     for frame in range(opts["frames"]):
@@ -86,7 +88,8 @@ def write(root, preset="tiny", seed=0, workers=1, progress=True, **overrides):
         seed: master seed.
         workers: unused (scenarios are written in this process).
         progress: unused.
-        **overrides: make_synthetic options (scenarios, frames, beams, h_res; others ignored).
+        **overrides: make_synthetic options (scenarios, frames, beams, h_res, and the realism options tilt and
+            self_hits, see ``scene``; others ignored).
 
     Returns:
         the make_synthetic summary dict.
