@@ -185,6 +185,9 @@ def load_yaml(file, opt=None, overrides=None):
         raise ConfigError("no config: pass -y FILE or --model_dir DIR containing config.yaml")
     param = read_config(str(file))
     apply_overrides(param, list(getattr(opt, "set", None) or []) + list(overrides or []))
+    from opencood.hypes_yaml.stamp_layout import from_stamp_layout, is_stamp_layout
+    if is_stamp_layout(param):  # the reference's per-type STAMP layout (yaml_parsers)
+        param = from_stamp_layout(param, str(file))
     param[SOURCE_KEY] = str(file)
     parser_name = param.get("yaml_parser", "load_general_params")
     if parser_name not in YAML_PARSERS:

@@ -21,6 +21,7 @@ statistics fixed) and must come from the merged checkpoint (:class:`FrozenBaseMi
 """
 from opencood.models.frozen_base import FrozenBaseMixin
 from opencood.models.heter_model_baseline import AGENT_TYPE, AGENT_TYPE_RE, COMMON_KEYS, HeterModelBaseline
+from opencood.models.sub_modules.degradation import MessageDegradation
 from opencood.models.sub_modules.stamp_adapter import ADAPTER, build_adapter
 from opencood.utils.config import REQUIRED, Key, Schema
 from opencood.utils.errors import ConfigError, DataError
@@ -40,8 +41,12 @@ STAMP_KEYS = {
                  choices=STAGES),
     "ego_modality": Key(str, REQUIRED, "the type whose fusion_net and heads the model holds (train: the type "
                                        "whose adapter is trained; infer: the ego)"),
-    "protocol_modality": Key(str, "m0", "the protocol type (its chain defines the protocol feature space)"),
+    "protocol_modality": Key(str, "m0", "the protocol type (its chain defines the protocol feature space; its "
+                                        "section is optional in the collaborative stages, which never run it)"),
+    "missing_message": Key(bool, False, "eval only: the reference's STAMP degradation, = comm_degradation "
+                                        "{mask_ratio: 0.2} (comm_degradation wins when given)"),
 }
+MISSING_MESSAGE = {"mask_ratio": 0.2}  # the reference's STAMP infer drops 20 % of the collaborators' feature values
 
 
 @MODELS.register("heter_model_baseline_w_stamp", "heter_model_baseline_w_stamp_infer")
@@ -67,7 +72,11 @@ class HeterModelBaselineWStamp(FrozenBaseMixin, HeterModelBaseline):
         if len(egos) != 1:
             raise ConfigError(f"{self.source}: model.args.ego_modality = '{cfg.ego_modality}': STAMP needs one type")
         self.ego, self.protocol = egos[0], cfg.protocol_modality
-        for key, m in (("ego_modality", self.ego), ("protocol_modality", self.protocol)):
+        if cfg.missing_message and cfg.comm_degradation is None:
+            self.degradation = MessageDegradation.from_args(MISSING_MESSAGE, self.source)
+        needed = [("ego_modality", self.ego)] + ([("protocol_modality", self.protocol)]
+                                                  if self.stage in ALIGN_STAGES else [])
+        for key, m in needed:
             if m not in self.modalities:
                 raise ConfigError(f"{self.source}: model.args.{key}: type '{m}' has no section in model.args "
                                   f"(known: {self.modalities})")
