@@ -6,7 +6,8 @@
 For every zoo config (default: all ``opencood/hypes_yaml/demo/zoo/*.yaml`` present when it runs):
  1. the synthetic world is generated under ``--world`` if it is not there (``--preset``, ``--frames``);
  2. the config is pointed at that world (and at one decoded-file cache shared by every run), its
-    ``train_params.epoches`` set to ``--epochs`` (validation and a checkpoint every epoch), and trained from
+    ``train_params.epoches`` set to ``--epochs`` (validation and a checkpoint every epoch; a multistep
+    learning-rate schedule scaled to it, :func:`scale_lr_steps`), and trained from
     scratch by ``train.py`` in its own process; a training still running after ``--time_limit`` seconds is
     stopped (its process group is sent SIGTERM, then SIGKILL) and evaluated from the checkpoints it has written;
  3. the checkpoint ``inference.py`` picks (the best-validation one) is evaluated twice: ego only (``-f no``:
@@ -24,8 +25,9 @@ Columns: AP30/50/70 in both AP variants (global sort and the OPV2V frame order),
 bytes each collaborator sends to the ego per frame (``utils/comm_volume.py``), inference latency (model +
 post-processing per frame), epochs and training seconds; then the machine, device, dates and the command.
 
-``--budget gpu`` = ``--preset demo --epochs 20 --time_limit 150 --parallel 5 --num_workers 2 --threads 2
---device cuda`` (flags given explicitly win): the whole zoo on the demo-size world within ~8 minutes on one GPU.
+``--budget gpu`` = ``--preset demo --epochs 15 --time_limit 100 --parallel 6 --num_workers 2 --threads 1
+--device cuda`` (flags given explicitly win): the whole zoo on the demo-size world within ~8 minutes on one GPU
+(estimated from CPU step times). A multistep learning-rate schedule is scaled to the epochs.
 """
 import argparse
 import glob
@@ -62,7 +64,7 @@ FIRST = (TEACHER, "lidar_camera_att", "lidar_v2vnet", "lidar_voxelnet", "lidar_v
 DEFAULTS = {"preset": "tiny", "epochs": 8, "time_limit": 240.0, "parallel": 1, "num_workers": 0, "threads": 1,
             "device": "auto"}
 BUDGETS = {  # --budget NAME: defaults for the flags not given (see the module docstring)
-    "gpu": {"preset": "demo", "epochs": 20, "time_limit": 150.0, "parallel": 5, "num_workers": 2, "threads": 2,
+    "gpu": {"preset": "demo", "epochs": 15, "time_limit": 100.0, "parallel": 6, "num_workers": 2, "threads": 1,
             "device": "cuda"},
 }
 STOP_GRACE_S = 15.0  # seconds between SIGTERM and SIGKILL of a training past its time limit
@@ -163,6 +165,7 @@ def world_config(src, world, out_dir, epochs, cache_dir=None, teacher_path=None)
         h[key] = h[key].replace("dataset", world, 1)
     if isinstance(h.get("heter"), dict) and h["heter"].get("assignment_path"):
         h["heter"]["assignment_path"] = h["heter"]["assignment_path"].replace("dataset", world, 1)
+    scale_lr_steps(h, epochs)
     h["train_params"].update(epoches=epochs, eval_freq=1, save_freq=1)
     if cache_dir:
         h["data_cache_dir"] = cache_dir
@@ -175,6 +178,15 @@ def world_config(src, world, out_dir, epochs, cache_dir=None, teacher_path=None)
     path = os.path.join(out_dir, os.path.basename(src))
     save_yaml(h, path)
     return path
+
+
+def scale_lr_steps(h, epochs):
+    """A multistep schedule's ``step_size`` epochs scaled from the config's ``epoches`` to ``epochs`` (rounded,
+    at least 1), so the learning rate drops at the same fraction of a longer or shorter training."""
+    sched, written = h.get("lr_scheduler") or {}, int(h["train_params"]["epoches"])
+    if sched.get("core_method") == "multistep" and written > 0 and epochs != written:
+        steps = sched["step_size"] if isinstance(sched["step_size"], list) else [sched["step_size"]]
+        sched["step_size"] = [max(1, round(int(e) * epochs / written)) for e in steps]
 
 
 def needs_teacher(src):
@@ -464,7 +476,8 @@ def write_results(rows, opt, argv, path, started, finished=None):
         f"Produced by `opencood/tools/benchmark_zoo.py` ({when}). Each method is a small zoo config "
         f"(`opencood/hypes_yaml/demo/zoo/`), trained from scratch on the synthetic world at `{opt.world}` "
         f"(preset `{opt.preset}` when generated; {world}) for {opt.epochs} epochs or until {opt.time_limit:.0f} s "
-        f"of training (`(time limit)` marks a training stopped there), on `{opt.device}`, {opt.parallel} "
+        f"of training (`(time limit)` marks a training stopped there; multistep learning-rate steps scaled to "
+        f"the epochs), on `{opt.device}`, {opt.parallel} "
         f"training(s) side by side with {opt.num_workers} DataLoader worker(s) and {opt.threads} CPU thread(s) "
         "each; evaluated on the test split from the best-validation checkpoint. The synthetic world is small: "
         "these numbers rank nothing about the real OPV2V results; they show every method runs end to end, what "

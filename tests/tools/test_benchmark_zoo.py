@@ -32,6 +32,7 @@ def test_disco_config_gets_the_teacher_path_and_refuses_none(tmp_path):
     assert h["kd_flag"]["teacher_path"] == str(teacher) and h["root_dir"].startswith("/w/OPV2V")
     assert h["train_params"]["epoches"] == 4 and h["train_params"]["save_freq"] == 1
     assert h["data_cache_dir"] == "/c"
+    assert h["lr_scheduler"]["step_size"] == [3]  # the zoo's step at epoch 6 of 8, scaled to 4 epochs
     with pytest.raises(ConfigError, match="kd_flag needs the teacher's checkpoint"):
         benchmark_zoo.world_config(DISCO, "/w", str(tmp_path), 4)
 
@@ -45,7 +46,7 @@ def _opt(**kw):
 def test_budget_fills_only_flags_not_given(monkeypatch):
     monkeypatch.setattr(benchmark_zoo.torch.cuda, "is_available", lambda: True)
     opt = benchmark_zoo.resolve_options(_opt(budget="gpu", epochs=3))
-    assert (opt.epochs, opt.preset, opt.parallel, opt.device, opt.num_workers) == (3, "demo", 5, "cuda", 2)
+    assert (opt.epochs, opt.preset, opt.parallel, opt.device, opt.num_workers) == (3, "demo", 6, "cuda", 2)
     monkeypatch.setattr(benchmark_zoo.torch.cuda, "is_available", lambda: False)
     assert benchmark_zoo.resolve_options(_opt()).device == "cpu"
     with pytest.raises(ConfigError, match="--device cuda: no CUDA device"):
