@@ -8,7 +8,8 @@ With F_M the type-m feature and F_P the protocol feature of the same agent (outp
           + alpha_M2P   * MSE(F_P, A_m(F_M))
 
 (reference weights 9, 1, 10). When the model also outputs detections (``train_adapter_w_output``,
-``collab_train``) the detection and depth terms of :class:`PointPillarDepthLoss` are added on
+``collab_train``; not the evaluation-only ones of ``train_adapter``, flagged ``detection_in_loss: False``) the
+detection and depth terms of :class:`PointPillarDepthLoss` are added on
 ``batch['ego']['label_dict']``; the ``loss.args`` detection keys are then needed as for any detector.
 """
 from collections import OrderedDict
@@ -54,7 +55,7 @@ class AdapterLoss(PointPillarDepthLoss):
         terms = OrderedDict()
         if "stamp_feature" in output_dict:
             terms.update(self.alignment_terms(output_dict))
-        if "cls_preds" in output_dict:
+        if "cls_preds" in output_dict and output_dict.get("detection_in_loss", True):
             terms.update(super().loss_terms(output_dict, target_dict, suffix))
         if not terms:
             raise DataError("adapter_loss: model output has neither STAMP features nor detections")

@@ -9,6 +9,9 @@ space. Type m learns an adapter ``adapter_m`` = A_m (m -> protocol) and a revert
     train_adapter            F_M = chain_m(x), F_P = chain_m0(x) on the SAME agent's sensor data
                              (dataset intermediateheteradapter adds ``inputs_m0`` for every agent);
                              outputs A_m(F_M), R_m(F_P), R_m(sg(A_m(F_M))) for ``adapter_loss``
+                             (evaluation, e.g. train.py's final test: also detection of the ego type's
+                             fusion/heads on R_m(A_m(F_M)), the features after the round trip through the
+                             protocol space; not part of the loss)
     train_adapter_w_output   the same + detection of fusion_net/heads (the ego type m's, frozen) on R_m(F_P)
     collab_train             collaborative detection (below) in training: adapters/reverters learn through
                              the frozen fusion and heads
@@ -171,6 +174,9 @@ class HeterModelBaselineWStamp(FrozenBaseMixin, HeterModelBaseline):
                    "stamp_cycled": self.per_type("reverter", adapted, types, detach=True)}
             if self.stage == "train_adapter_w_output":
                 out.update(self.fuse_and_detect(out["stamp_reverted"], data_dict))
+            elif not self.training:  # evaluation of train_adapter: the type's features after the round trip
+                out.update(self.fuse_and_detect(out["stamp_cycled"], data_dict))
+                out["detection_in_loss"] = False
         else:
             out = self.fuse_and_detect(self.to_ego_space(features, types), data_dict)
         out.update(aux)

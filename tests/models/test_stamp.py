@@ -189,3 +189,26 @@ def test_adapter_loss_terms_by_hand():
                                                     ("stamp_adapted", 2.0))}
     terms = loss.loss_terms(f, {})
     assert [round(float(v), 6) for v in terms.values()] == [9 * 0.25, 1 * 1.0, 0.0]
+
+
+def test_camera_agents_also_feed_their_lidar_cloud_to_the_protocol(make_tiny_config):
+    """m0m2: camera agents read no cloud for themselves, but the adapter dataset reads it for the protocol m0."""
+    h = load_yaml(make_tiny_config(f"{TINY}/stage2/STAMP/m0m2_att.yaml"))
+    ds = build_dataset(h, train=True)
+    ego = ds.collate_batch_train([ds[0]])["ego"]
+    n = int(ego["record_len"].sum())
+    assert ego["agent_modality_list"] == ["m2"] * n and ego["inputs_m2"]["imgs"].shape[0] == n
+    assert int(ego["inputs_m0"]["voxel_coords"][:, 0].max()) + 1 == n
+
+
+def test_train_adapter_evaluation_detects_round_trip_features_outside_the_loss(make_tiny_config):
+    h = load_yaml(make_tiny_config(f"{TINY}/stage2/STAMP/m0m1_att.yaml"))
+    model, criterion = train_utils.create_model(h), train_utils.create_loss(h)
+    ds = build_dataset(h, train=False)
+    batch = ds.collate_batch_train([ds[0]])
+    model.eval()
+    with torch.no_grad():
+        out = model(batch["ego"])
+        _, terms = model.training_step(batch, criterion)
+    assert out["cls_preds"].shape[0] == 1 and out["detection_in_loss"] is False
+    assert set(terms) == {"total_loss", "p2m_loss", "m2p2m_loss", "m2p_loss"}

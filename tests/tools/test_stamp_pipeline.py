@@ -1,6 +1,6 @@
 """The STAMP recipe on the tiny synthetic world through the CLI entry points: stage-1 bases m0 (protocol), m1 and
 m3; merge per type (m0 first, the type last); train_adapter for m0m1 and m0m3 (only adapter_/reverter_ move, frozen
-BatchNorm buffers bit-identical); merge the two runs into the m1m3 infer folder; static inference and dynamic
+BatchNorm buffers bit-identical) and its static test (round-trip features); merge the two runs into the m1m3 infer folder; static inference and dynamic
 joining of 1..4 agents through inference_heter_in_order."""
 import os
 import shutil
@@ -40,6 +40,9 @@ def test_stamp_recipe(make_tiny_config, tmp_path):
         assert set(trained) == set(merged) | {k for k in trained if k.startswith(("adapter_", "reverter_"))}
         changed = {k.split(".")[0] for k in trained if k not in merged or not torch.equal(merged[k], trained[k])}
         assert changed == {f"adapter_{m}", f"reverter_{m}"}, changed  # frozen chains and BN buffers untouched
+    # the alignment run's own test: the m3 features after the round trip through the protocol space, m3's heads
+    inference.main(["--model_dir", s2["m3"], "--fusion_method", "intermediate", "--num_workers", "0"])
+    assert any(f.startswith("eval_global_sort_") for f in os.listdir(s2["m3"]))
     final = _stage_dir(make_tiny_config, tmp_path, f"{TINY}/stage2/STAMP/m1m3_att_infer.yaml", "m1m3_infer")
     heal_tools.merge_and_save_final([s2["m3"], s2["m1"]], final)
     inference.main(["--model_dir", final, "--fusion_method", "intermediate", "--num_workers", "0"])
