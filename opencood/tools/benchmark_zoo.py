@@ -330,7 +330,7 @@ def read_row(log_root, name, rc):
                                      f"(see {os.path.join(log_root, 'logs', name + '.log')})"}
 
 
-def schedule(configs, opt, argv, on_change):
+def schedule(configs, opt, on_change):
     """Run every method's worker, up to ``opt.parallel`` at a time, teachers before their students.
 
     Args:
@@ -366,9 +366,8 @@ def schedule(configs, opt, argv, on_change):
                         on_change(rows)
                         continue
                     extra = ["--teacher_path", rows[teacher]["checkpoint"]]
-                for stale in (row_path(log_root, name),):
-                    if os.path.exists(stale):
-                        os.remove(stale)
+                if os.path.exists(row_path(log_root, name)):  # an earlier benchmark's row of this method
+                    os.remove(row_path(log_root, name))
                 log = open(os.path.join(log_root, "logs", f"{name}.log"), "w")
                 cmd = [sys.executable, os.path.abspath(__file__), "--worker", src] + passthrough + extra
                 logger.info(f"start {name} (log {os.path.relpath(log.name)})")
@@ -490,7 +489,7 @@ def write_results(rows, opt, argv, path, started, finished=None):
         "so that row is not scored on the same boxes). Bytes: mean over (frame, collaborator) pairs of what one "
         "collaborator sends to the ego (dense maps at their dtype, masked cells with their positions, boxes "
         "8 float32, points 4 float32; `docs/communication.md`), 2^x = log2 of bytes. Latency: model + "
-        f"post-processing per test frame at batch 1, without data loading"
+        "post-processing per test frame at batch 1, without data loading"
         + (f", measured while up to {opt.parallel} runs shared the device (so an upper bound)."
            if opt.parallel > 1 else "."),
         "",
@@ -535,7 +534,7 @@ def run(opt, argv=()):
         listed = [rows.get(n) or {"method": n, "pending": True} for n in names]
         return write_results(listed, opt, list(argv), opt.out, started, finished)
 
-    rows = schedule(configs, opt, argv, table)
+    rows = schedule(configs, opt, table)
     logger.info(table(rows, time.time()))
     return [rows[n] for n in names]
 
