@@ -50,3 +50,21 @@ def test_stamp_recipe(make_tiny_config, tmp_path):
     assert sorted(results) == [1, 2, 3, 4]
     files = os.listdir(final)
     assert all(any(f.endswith(f"_use_cav{n}.yaml") for f in files) for n in (1, 2, 3, 4)), files
+
+
+@pytest.mark.slow
+def test_stamp_four_types_join_one_by_one(make_tiny_config, tmp_path):
+    """m0..m4 stage-1 bases (1 epoch), the four m0mX alignment runs (1 epoch each), the merged m1m2m3m4 infer
+    model; inference_heter_in_order with 1..4 agents (types m1, m2, m3, m4 in sorted-id order)."""
+    s1 = {m: _train(["-y", make_tiny_config(f"{TINY}/stage1/{m}_att.yaml", epoches=1), "--log_root",
+                     str(tmp_path / "logs")]) for m in ("m0", "m1", "m2", "m3", "m4")}
+    s2 = {}
+    for m in ("m1", "m2", "m3", "m4"):
+        s2[m] = _stage_dir(make_tiny_config, tmp_path, f"{TINY}/stage2/STAMP/m0{m}_att.yaml", f"m0{m}", epoches=2,
+                           eval_freq=2)
+        heal_tools.merge_and_save_final([s1["m0"], s1[m]], s2[m])
+        _train(["-y", "None", "--model_dir", s2[m]])
+    final = _stage_dir(make_tiny_config, tmp_path, f"{TINY}/stage2/STAMP/m1m2m3m4_att_infer.yaml", "infer")
+    heal_tools.merge_and_save_final([s2["m2"], s2["m3"], s2["m4"], s2["m1"]], final)
+    results = inference_heter_in_order.main(["--model_dir", final, "--use_cav", "[1,2,3,4]", "--num_workers", "0"])
+    assert sorted(results) == [1, 2, 3, 4]
