@@ -55,7 +55,8 @@ def test_infer_model_trains_nothing_and_needs_every_trained_module():
 
 def test_unknown_stage_is_a_one_line_config_error(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text(f"_base_: {TINY.split('hypes_yaml/')[1]}/stage2/STAMP/m0m1_att.yaml\nmodel:\n  args:\n    stage: train_adaptor\n")
+    base = f"{TINY.split('hypes_yaml/')[1]}/stage2/STAMP/m0m1_att.yaml"
+    path.write_text(f"_base_: {base}\nmodel:\n  args:\n    stage: train_adaptor\n")
     with pytest.raises(ConfigError, match="model.args.stage' = 'train_adaptor' is not one of .*did you mean "
                                           "'train_adapter'") as e:
         load_yaml(str(path))

@@ -1,7 +1,7 @@
 """The STAMP recipe on the tiny synthetic world through the CLI entry points: stage-1 bases m0 (protocol), m1 and
 m3; merge per type (m0 first, the type last); train_adapter for m0m1 and m0m3 (only adapter_/reverter_ move, frozen
-BatchNorm buffers bit-identical) and its static test (round-trip features); merge the two runs into the m1m3 infer folder; static inference and dynamic
-joining of 1..4 agents through inference_heter_in_order."""
+BatchNorm buffers bit-identical) and its static test (round-trip features); merge the two runs into the m1m3
+infer folder; static inference and dynamic joining of 1..4 agents through inference_heter_in_order."""
 import os
 import shutil
 
