@@ -150,6 +150,9 @@ def setup_lr_schedular(hypes, optimizer, init_epoch=0):
     if name == "multistep":
         steps = cfg.get("step_size", [])
         steps = steps if isinstance(steps, list) else [steps]
+        bad = [s for s in steps if isinstance(s, bool) or not isinstance(s, int) or s < 0]
+        if bad:
+            raise ConfigError(f"{_src(hypes)}: lr_scheduler.step_size must list epochs (integers >= 0); got {bad!r}")
         sched = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[int(s) for s in steps], gamma=gamma)
     elif name == "step":
         sched = torch.optim.lr_scheduler.StepLR(optimizer, step_size=int(cfg["step_size"]), gamma=gamma)

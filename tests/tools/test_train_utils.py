@@ -34,3 +34,37 @@ def test_cls_prior_out_of_range_is_a_config_error():
     hypes["model"]["args"]["cls_prior_prob"] = 1.5
     with pytest.raises(ConfigError, match="cls_prior_prob"):
         create_model(hypes)
+
+
+def test_lr_scheduler_step_size_must_list_epochs():
+    """A milestone that is not an epoch number (e.g. a path pasted into the list) is a one-line config error
+    before training, not a ValueError inside torch."""
+    import pytest
+    import torch
+
+    from opencood.tools.train_utils import setup_lr_schedular
+    from opencood.utils.errors import ConfigError
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = setup_lr_schedular({"lr_scheduler": {"core_method": "multistep", "gamma": 0.1, "step_size": [1, 3]}}, opt)
+    assert sorted(sched.milestones) == [1, 3]
+    for bad in ([10, 15, "bases/v2xvit.yaml"], [2.5], [True], [-1]):
+        with pytest.raises(ConfigError, match="lr_scheduler.step_size"):
+            setup_lr_schedular({"lr_scheduler": {"core_method": "multistep", "step_size": bad}}, opt)
+
+
+def test_every_shipped_yaml_has_a_valid_lr_schedule():
+    import glob
+
+    import torch
+
+    from opencood.hypes_yaml.yaml_utils import load_yaml
+    from opencood.tools.train_utils import setup_lr_schedular
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    files = [f for f in glob.glob("opencood/hypes_yaml/**/*.yaml", recursive=True) if "/bases/" not in f]
+    assert len(files) > 100
+    for f in files:
+        h = load_yaml(f)
+        if "lr_scheduler" in h:
+            setup_lr_schedular(h, opt)
