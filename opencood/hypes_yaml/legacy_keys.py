@@ -35,6 +35,8 @@ LEGACY_KEYS = {
     "model.args.ego_modality": "only GenComm stage 2 reads it (its frozen ego types); the other models take "
                                "the ego agent type from heter.ego_modality",
     "model.args.max_cav": "OpenCOOD model copy of train_params.max_cav; models take L from the batch",
+    "model.args.*encoder_args.anchor_number": "HEAL's copy in camera encoder sections (its LSS builds no head); "
+                                              "the heads read model.args.anchor_number",
     "model.args.*encoder_args.data_aug_conf.*": "camera augmentation is read from heter.modality_setting.mX."
                                                 "data_aug_conf; the encoder reads only final_dim",
     "model.args.*.camera_mask_args.cav_lidar_range": "camera maps are cropped onto model.args.lidar_range",

@@ -8,7 +8,8 @@ section, ``in_head``, ``anchor_number``, ``dir_args`` and ``aligner_args``; ``lo
 (``loss.mX``) and the alignment loss sits in ``loss_adapter``; ``fusion.stamp: true`` flags the method.
 
 Here a model has ONE feature grid, ONE fusion and ONE set of heads (the ego type's, ``heter.ego_modality``),
-so :func:`from_stamp_layout` (called by ``load_yaml`` when ``yaml_parsers`` is present, before validation):
+so :func:`from_stamp_layout` (called by ``load_yaml`` before validation when :func:`is_stamp_layout`: stage-2
+files with ``yaml_parsers``, inference files with a per-type ``loss`` / ``loss_adapter``):
 
 * ``yaml_parser`` = the one parser all types name (different parsers: ConfigError);
 * ``preprocess`` / ``postprocess`` = the ego type's (its ``postprocess.voxel_size`` copy dropped); the other
@@ -17,7 +18,8 @@ so :func:`from_stamp_layout` (called by ``load_yaml`` when ``yaml_parsers`` is p
   ``dir_args`` when it has none; these per-type keys, ``lidar_range`` and ``aligner_args`` (only ``identity``
   is accepted) leave every type section;
 * ``loss`` = ``loss_adapter`` (``adapter_loss``) with the ego type's detection keys added for the alignment
-  stages, the ego type's loss otherwise; ``fusion.stamp`` is dropped;
+  stages, the ego type's loss otherwise; ``fusion.stamp`` is dropped, ``fusion.dataset: opv2v4stamp`` is
+  ``opv2v``; adapter / reverter sections of the protocol type are dropped;
 * ``model.args.stage`` defaults to ``infer`` for ``heter_model_baseline_w_stamp_infer`` and to
   ``train_adapter`` otherwise; ``heter.cav_preference`` defaults to the non-protocol types (the protocol type
   is never an agent's type here).
@@ -36,11 +38,21 @@ logger = logging.getLogger("opencood.hypes_yaml.stamp_layout")
 TYPE_MODEL_KEYS = ("fusion_method", "in_head", "anchor_number", "dir_args")  # hoisted from the ego type
 TYPE_ONLY_KEYS = ("lidar_range", "aligner_args")  # dropped from every type section
 ALIGN_STAGES = ("train_adapter", "train_adapter_w_output")
+# the reference's STAMP base loaders: the same files; intermediateheteradapter adds the protocol inputs
+BASE_DATASET_ALIASES = {"opv2v4stamp": "opv2v"}
 
 
 def is_stamp_layout(param):
-    """True for a config in the reference's STAMP layout (it has ``yaml_parsers``)."""
-    return isinstance(param, dict) and "yaml_parsers" in param
+    """True for a config in the reference's STAMP layout: ``yaml_parsers`` (stage 2), ``loss_adapter``, or a
+    STAMP model whose ``loss`` holds one loss per type (its inference YAMLs)."""
+    if not isinstance(param, dict):
+        return False
+    model, loss = param.get("model"), param.get("loss")
+    stamp_model = isinstance(model, dict) and str(model.get("core_method", "")).startswith(
+        "heter_model_baseline_w_stamp")
+    per_type_loss = isinstance(loss, dict) and "core_method" not in loss and any(
+        re.fullmatch(MODALITY_TYPE, str(k)) for k in loss)
+    return "yaml_parsers" in param or "loss_adapter" in param or (stamp_model and per_type_loss)
 
 
 def _section(param, path, source, kind=dict):
@@ -62,11 +74,13 @@ def from_stamp_layout(param, source="config"):
     """
     out = copy.deepcopy(param)
     notes = []
-    parsers = out.pop("yaml_parsers")
-    if not isinstance(parsers, dict) or not parsers or len(set(parsers.values())) != 1:
-        raise ConfigError(f"{source}: key 'yaml_parsers' should name one parser for every type, got {parsers!r}")
-    out.setdefault("yaml_parser", next(iter(parsers.values())))
-    notes.append("yaml_parsers -> yaml_parser")
+    if "yaml_parsers" in out:
+        parsers = out.pop("yaml_parsers")
+        if not isinstance(parsers, dict) or not parsers or len(set(parsers.values())) != 1:
+            raise ConfigError(f"{source}: key 'yaml_parsers' should name one parser for every type, got "
+                              f"{parsers!r}")
+        out.setdefault("yaml_parser", next(iter(parsers.values())))
+        notes.append("yaml_parsers -> yaml_parser")
     heter = _section(out, "heter", source)
     egos = parse_ego_modality(heter.get("ego_modality", ""))
     if len(egos) != 1:
@@ -104,9 +118,13 @@ def from_stamp_layout(param, source="config"):
         for key in TYPE_MODEL_KEYS + TYPE_ONLY_KEYS + ((own_fusion,) if own_fusion else ()):
             section.pop(key, None)
     notes.append(f"per-type heads/fusion keys of {','.join(types)} dropped (the ego {ego}'s are the model's)")
+    protocol = heter.get("protocol_modality")
+    if protocol in types:
+        extra = [k for k in ("adapter", "reverter") if args[protocol].pop(k, None) is not None]
+        if extra:
+            notes.append(f"model.args.{protocol}.{{{','.join(extra)}}} dropped (the protocol type adapts nothing)")
     stage = args.setdefault("stage", "infer" if str(model.get("core_method", "")).endswith("_infer")
                             else "train_adapter")
-    protocol = heter.get("protocol_modality")
     if protocol is not None:
         args.setdefault("protocol_modality", protocol)
         if "cav_preference" not in heter:
@@ -130,5 +148,8 @@ def from_stamp_layout(param, source="config"):
     fusion_section = out.get("fusion")
     if isinstance(fusion_section, dict) and fusion_section.pop("stamp", None) is not None:
         notes.append("fusion.stamp dropped")
+    if isinstance(fusion_section, dict) and fusion_section.get("dataset") in BASE_DATASET_ALIASES:
+        fusion_section["dataset"] = BASE_DATASET_ALIASES[fusion_section["dataset"]]
+        notes.append(f"fusion.dataset -> {fusion_section['dataset']}")
     logger.info("%s: reference STAMP layout translated: %s", source, "; ".join(notes))
     return out

@@ -186,7 +186,7 @@ def load_yaml(file, opt=None, overrides=None):
     param = read_config(str(file))
     apply_overrides(param, list(getattr(opt, "set", None) or []) + list(overrides or []))
     from opencood.hypes_yaml.stamp_layout import from_stamp_layout, is_stamp_layout
-    if is_stamp_layout(param):  # the reference's per-type STAMP layout (yaml_parsers)
+    if is_stamp_layout(param):  # the reference's per-type STAMP layout (yaml_parsers, loss per type)
         param = from_stamp_layout(param, str(file))
     param[SOURCE_KEY] = str(file)
     parser_name = param.get("yaml_parser", "load_general_params")

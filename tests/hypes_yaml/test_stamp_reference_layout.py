@@ -86,3 +86,28 @@ def test_fixtures_are_in_the_reference_layout():
             raw = yaml.safe_load(f)
         assert "yaml_parsers" in raw and "preprocess" not in raw and "postprocess" not in raw
         assert "core_method" not in raw["loss"] and "loss_adapter" in raw
+
+
+def test_inference_layout_with_yaml_parser_and_top_level_sections_is_translated(tmp_path):
+    """The reference's infer files have yaml_parser, top-level pre/post-processing and a per-type loss."""
+    h = read_config(os.path.join(HERE, "m1m3_att_infer.yaml"))
+    parsers = h.pop("yaml_parsers")
+    h["yaml_parser"] = parsers["m1"]
+    h["preprocess"] = copy.deepcopy(h["heter"]["modality_setting"]["m1"]["preprocess"])
+    h["postprocess"] = copy.deepcopy(h["heter"]["modality_setting"]["m1"].pop("postprocess"))
+    h["postprocess"].pop("voxel_size")
+    h["heter"]["modality_setting"]["m3"].pop("postprocess")
+    path = tmp_path / "infer.yaml"
+    path.write_text(yaml.safe_dump(h))
+    loaded = load_yaml(str(path))
+    assert loaded["loss"]["core_method"] == "point_pillar_depth_loss"
+    assert "lidar_range" not in loaded["model"]["args"]["m1"]
+    assert train_utils.create_model(loaded).stage == "infer"
+
+
+def test_protocol_adapters_and_the_stamp_base_loader_name_are_translated():
+    h = copy.deepcopy(read_config(os.path.join(HERE, "m0m1_att.yaml")))
+    h["model"]["args"]["m0"]["adapter"] = copy.deepcopy(h["model"]["args"]["m1"]["adapter"])
+    h["fusion"]["dataset"] = "opv2v4stamp"
+    out = from_stamp_layout(h, "ref.yaml")
+    assert "adapter" not in out["model"]["args"]["m0"] and out["fusion"]["dataset"] == "opv2v"
