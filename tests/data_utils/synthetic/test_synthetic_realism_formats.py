@@ -84,7 +84,8 @@ def test_v2xreal_yamls_carry_roll_and_pitch_and_clouds_self_hits(v2xreal):
             assert _ego_share(pts) == pytest.approx(0.03, abs=0.008)
         cars = [v for v in y["vehicles"].values() if v["obj_type"] != "Pedestrian"]
         assert cars and all(abs(v["angle"][0]) > 0 or abs(v["angle"][2]) > 0 for v in cars)
-    ds = V2XRealBaseDataset({"root_dir": os.path.join(v2xreal, "train"), "validate_dir": os.path.join(v2xreal, "validate"),
+    ds = V2XRealBaseDataset({"root_dir": os.path.join(v2xreal, "train"),
+                             "validate_dir": os.path.join(v2xreal, "validate"),
                              "train_params": {"max_cav": 4}, "dataset_mode": "vc"}, train=False)
     agents = ds.retrieve_base_data(0)
     assert abs(agents[0].lidar_pose_clean[3]) > 1e-3 and agents[0].objects.shape[0] > 0
