@@ -53,6 +53,17 @@ def test_infer_model_trains_nothing_and_needs_every_trained_module():
         model.check_state_dict(state, "merged.pth")
 
 
+@pytest.mark.parametrize("name,types", [("m1m2_att_infer", ("m1", "m2")), ("m1m3_att_infer", ("m1", "m3")),
+                                        ("m1m2m3m4_att_infer", ("m1", "m2", "m3", "m4"))])
+def test_tiny_infer_models_hold_every_trained_module_and_train_nothing(name, types):
+    model, _ = _build(f"{TINY}/stage2/STAMP/{name}.yaml")
+    children = dict(model.named_children())
+    assert model.trainable_parameter_count() == 0 and model.ego == "m1"
+    assert {f"{k}_{m}" for k in ("adapter", "reverter") for m in types} <= set(children)
+    assert sum(p.numel() for n, c in children.items() if n.startswith(("adapter_", "reverter_"))
+               for p in c.parameters()) == 2 * len(types) * convnext_adapter_count(64, 32, 1)
+
+
 def test_unknown_stage_is_a_one_line_config_error(tmp_path):
     path = tmp_path / "bad.yaml"
     base = f"{TINY.split('hypes_yaml/')[1]}/stage2/STAMP/m0m1_att.yaml"
