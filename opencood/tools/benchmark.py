@@ -8,6 +8,9 @@
          and seconds per iteration end to end through the DataLoader, i.e. the device-busy fraction.
 - infer: latency per frame at batch 1 from loaded tensors to boxes after NMS.
 - eval:  AP evaluation of 2,000 synthetic frames (both AP variants, IoU 0.3/0.5/0.7) on one core.
+- eval_api: the same frames through the per-frame API users' scripts call (``calculate_tp_fp`` per frame and
+         threshold, then ``eval_final_results`` writing both YAMLs); ``eval_api_ref`` adds the reference-style
+         shapely baseline of ``utils/eval_benchmark.py`` (about a minute) and the speed-up over it.
 - peak:  the machine's dense matrix-multiply rate (TF32 and bf16 on CUDA, fp32 on CPU), the roofline ceiling.
 The train part also counts the FLOPs of one step (forward + backward, ``torch.utils.flop_counter``) and reports
 the achieved TFLOP/s next to the step time. ``--data_root DIR`` points the config at any OPV2V-format folder
@@ -238,10 +241,26 @@ def bench_eval():
     return {"eval_2000_frames_s": r["seconds"]}
 
 
+def bench_eval_api(reference=False):
+    """The HEAL-style per-frame API (3 x 2,000 ``calculate_tp_fp`` calls, then ``eval_final_results`` with both
+    YAML files) on one core; with ``reference`` also the reference-style shapely baseline on the same frames."""
+    from opencood.utils.eval_benchmark import benchmark_eval_api
+    benchmark_eval_api(n_frames=50)  # compile numba kernels outside the timing
+    r = benchmark_eval_api(n_frames=2000, reference=reference)
+    keys = ["api_calls_s", "api_final_s", "api_total_s", "api_match_s", "api_ap_s", "api_write_s", "yaml_bytes"]
+    if reference:
+        keys += ["ref_match_s", "ref_final_s", "ref_total_s", "ap_max_abs_diff"]
+    out = {f"eval_api_{k}": r[k] for k in keys}
+    if reference:
+        out["eval_api_speedup_vs_ref"] = r["ref_total_s"] / r["api_total_s"]
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-y", "--hypes_yaml", default=None, help="config to benchmark (data/train/infer parts)")
-    p.add_argument("--parts", default="data,train,infer,eval", help="comma list of data,train,infer,eval,peak")
+    p.add_argument("--parts", default="data,train,infer,eval",
+                   help="comma list of data,train,infer,eval,eval_api,eval_api_ref,peak")
     p.add_argument("--data_root", default=None,
                    help="OPV2V-format folder to read instead of the config's (DIR/train, DIR/validate, DIR/test)")
     p.add_argument("--workers", type=int, default=2)
@@ -289,6 +308,8 @@ def main(argv=None):
             _guard(res, "infer", bench_infer, hypes, device, opt.steps)
     if "eval" in parts:
         _guard(res, "eval", bench_eval)
+    if parts & {"eval_api", "eval_api_ref"}:
+        _guard(res, "eval_api", bench_eval_api, "eval_api_ref" in parts)
     if "peak" in parts:
         _guard(res, "peak", bench_peak, device)
     _log_table(res)
