@@ -124,3 +124,22 @@ def test_tiny_stage2_configs_train_only_the_infrastructure_type(rel, trained, da
     model = train_utils.create_model(hypes)
     names = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
     assert names == set(trained)
+
+
+@pytest.mark.slow  # full geometry (512 x 256 pillars, 8 M parameters): ~100 s on one core
+def test_lidar_attfuse_is_the_stride_2_heal_baseline_and_trains(dair_root, tmp_path):
+    """``dairv2x/LiDAROnly/lidar_attfuse.yaml``: 256 channels at stride 2 (the stage-1 m1 base otherwise); one
+    training step on the synthetic DAIR world gives a loss over the 256 x 128 anchor grid."""
+    from opencood.data_utils.datasets import build_dataset
+    rel = os.path.join("..", "LiDAROnly", "lidar_attfuse.yaml")
+    hypes = _tiny(rel, dair_root, tmp_path)
+    base = load_yaml(os.path.join(DAIR, "baselines", "stage1", "m1_att.yaml"))
+    assert hypes["postprocess"]["anchor_args"]["feature_stride"] == 2 and hypes["model"]["args"]["in_head"] == 256
+    assert base["postprocess"]["anchor_args"]["feature_stride"] == 4 and base["model"]["args"]["in_head"] == 128
+    dataset = build_dataset(hypes, visualize=False, train=True)
+    assert dataset.anchor_box.shape[:3] == (128, 256, 2)  # (H', W', A): 102.4 m / 0.4 m / 2
+    batch = dataset.collate_batch_train([dataset[0]])
+    model = train_utils.create_model(hypes)
+    total, _ = model.training_step(batch, train_utils.create_loss(hypes))
+    total.backward()
+    assert torch.isfinite(total) and float(total) > 0
