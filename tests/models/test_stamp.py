@@ -224,3 +224,24 @@ def test_train_adapter_evaluation_detects_round_trip_features_outside_the_loss(m
         _, terms = model.training_step(batch, criterion)
     assert out["cls_preds"].shape[0] == 1 and out["detection_in_loss"] is False
     assert set(terms) == {"total_loss", "p2m_loss", "m2p2m_loss", "m2p_loss"}
+
+
+def test_collab_train_learns_only_adapters_through_the_frozen_fusion(make_tiny_config):
+    """collab_train on mixed m1/m3 samples (intermediateheter): detection loss only; gradients reach the m3
+    adapter and the ego's reverter (the collaborators' path), nothing frozen moves."""
+    h = load_yaml(make_tiny_config(f"{TINY}/stage2/STAMP/m1m3_att_infer.yaml"))
+    h["model"]["args"]["stage"] = "collab_train"
+    torch.manual_seed(0)
+    model, criterion = train_utils.create_model(h), train_utils.create_loss(h)
+    assert model.trainable_modules == ["adapter_m1", "reverter_m1", "adapter_m3", "reverter_m3"]
+    ds = build_dataset(h, train=True)
+    samples = [ds[i] for i in range(len(ds))]
+    sample = next(s for s in samples if s is not None and {"m1", "m3"} <= set(s["ego"]["agent_modality_list"]))
+    batch = ds.collate_batch_train([sample])
+    model.train()
+    model.model_train_init()
+    total, terms = model.training_step(batch, criterion)
+    assert "cls_loss" in terms and "p2m_loss" not in terms
+    total.backward()
+    with_grad = {n.split(".")[0] for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert with_grad == {"adapter_m3", "reverter_m1"}, with_grad
