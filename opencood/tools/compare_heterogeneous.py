@@ -325,7 +325,10 @@ class Runner:
         checkpoint every epoch); a config with a decoded-file cache gets the one cache of this comparison."""
         from opencood.hypes_yaml.yaml_utils import read_config
         from opencood.tools.benchmark_zoo import world_config
-        cache = os.path.join(self.root, "decode_cache") if read_config(src).get("data_cache_dir") else None
+        h = read_config(src)
+        cache = os.path.join(self.root, "decode_cache") if h.get("data_cache_dir") else None
+        if epochs is None:
+            epochs = int(h["train_params"]["epoches"])
         return world_config(src, os.path.abspath(self.opt.world), out_dir, epochs, cache_dir=cache)
 
     def config(self, ref, out_dir, epochs):
@@ -368,6 +371,9 @@ class Runner:
                 self.runs[key] = self._make(recipe, kind, name, folder)
             except StepError as err:
                 self.runs[key] = err
+            except Exception as err:  # a bug in a step's preparation: the cells say so, the comparison goes on
+                logger.exception(f"{recipe.name} {ref}")
+                self.runs[key] = StepError(f"{type(err).__name__}: {' '.join(str(err).split())[:160]}")
         out = self.runs[key]
         if isinstance(out, StepError):
             raise out
@@ -382,8 +388,9 @@ class Runner:
         if name not in table:
             raise StepError(f"{recipe.name} recipe has no {kind} run {name}")
         ref, sources = table[name]
-        # stage 2 continues from the merged net_epoch1.pth: epochs + 1 trains --epochs epochs on top of it
-        self.config(ref, folder, self.opt.epochs + 1)
+        # stage 2 continues from the merged net_epoch1.pth: epochs + 1 trains --epochs epochs on top of it; an
+        # inference folder is not trained (its own epoch count kept)
+        self.config(ref, folder, self.opt.epochs + 1 if kind == "s2" else None)
         dirs = []
         for src in sources:
             try:
@@ -424,7 +431,7 @@ class Runner:
         src = config_path(self.opt.preset, cfg_ref)
         if not os.path.isfile(src):
             raise StepError(f"not shipped: {short(src)}")
-        path = self.world_config(src, os.path.join(self.root, "cost_configs", recipe.name), self.opt.epochs)
+        path = self.world_config(src, os.path.join(self.root, "cost_configs", recipe.name), None)
         try:
             cost = added_cost(load_yaml(path), want)
             if want in NEW_TYPES and want not in cost["agents"]:  # the json gives no such agent: as evaluated
@@ -465,6 +472,7 @@ def run_method(runner, recipe):
     """Every cell of one method: {'static': {pair: eval|err}, 'dynamic': {n: eval}|err, 'ego': ..., 'homo': ...,
     'cost': {type: cost|err}, 'extra': {label: cost|err}}."""
     row = {"name": recipe.name, "note": recipe.note}
+    t0, steps0 = time.time(), len(runner.step_times)
 
     def attempt(fn):
         try:
@@ -472,6 +480,9 @@ def run_method(runner, recipe):
         except StepError as err:
             logger.info(f"{recipe.name}: {err}")
             return err
+        except Exception as err:  # reading a result went wrong: the cell says so, the comparison goes on
+            logger.exception(f"{recipe.name}")
+            return StepError(f"{type(err).__name__}: {' '.join(str(err).split())[:160]}")
     row["cost"] = {m: attempt(lambda r=ref, m=m: runner.cost(recipe, r, m)) for m, ref in recipe.per_type.items()}
     row["extra"] = {k: attempt(lambda r=ref, k=k: runner.cost(recipe, r, k.split()[0]))
                     for k, ref in recipe.extra_cost.items()}
@@ -482,6 +493,7 @@ def run_method(runner, recipe):
                      for pair, ref in recipe.static.items()}
     row["dynamic"] = attempt(lambda: runner.evaluate(runner.run(recipe, recipe.dynamic), "in_order")) \
         if recipe.dynamic else StepError("no dynamic recipe")
+    row["seconds"], row["steps"] = time.time() - t0, len(runner.step_times) - steps0
     return row
 
 
@@ -580,7 +592,7 @@ def cost_table(rows):
         for m, ref, c in items:
             pair = f"m1+{m}"
             res = r["static"].get(pair)
-            lat = ["n/a", "n/a"]
+            lat = ["n/a", "n/a"] if pair in recipe.static else ["- (no static run)", "-"]
             if res is not None and not _err(res):
                 ms = res["gs"].get("infer_ms_per_frame")
                 for i, key in enumerate(("homo", "ego")):
@@ -597,6 +609,14 @@ def cost_table(rows):
 def _order(values):
     """Method names sorted by value, best (largest) first; methods without a value left out."""
     return [k for k, _ in sorted(((k, v) for k, v in values.items() if v is not None), key=lambda kv: -kv[1])]
+
+
+def _chain(names, values):
+    """'A > B = C' of ``names`` (sorted best first) with '=' between equal values."""
+    out = names[:1]
+    for a, b in zip(names, names[1:]):
+        out += ["=" if values[a] == values[b] else ">", b]
+    return " ".join(out)
 
 
 def _agreement(ours, paper):
@@ -641,8 +661,13 @@ def discussion(rows):
             continue
         agree, total = _agreement(ours, paper)
         paper_ranked = [m for m in _order(paper) if m in ranked]
-        out.append(f"- {label}: ours {' > '.join(ranked)}; the paper's, same methods, "
-                   f"{' > '.join(paper_ranked)}; {agree} of {total} pairwise orderings agree.")
+        if len({ours[m] for m in ranked}) == 1:
+            out.append(f"- {label}: every method here scores the same ({ours[ranked[0]]:g}): no ordering to "
+                       f"compare with the paper's {' > '.join(paper_ranked)}.")
+            continue
+        out.append(f"- {label}: ours {_chain(ranked, ours)}; the paper's, same methods, "
+                   f"{_chain(paper_ranked, paper)}; {agree} of {total} pairwise orderings agree (a tie in ours "
+                   f"counts as disagreeing).")
     msgs = {}
     for r in rows:
         for res in r["static"].values():
@@ -652,7 +677,7 @@ def discussion(rows):
     if len(msgs) >= 2:
         ranked = [m for m in _order(msgs) if m in PAPER_T1]
         agree, total = _agreement(msgs, {m: v[2] for m, v in PAPER_T1.items()})
-        out.append(f"- message size (Table 1 comm. volume, larger first): ours {' > '.join(ranked)}; "
+        out.append(f"- message size (Table 1 comm. volume, larger first): ours {_chain(ranked, msgs)}; "
                    f"{agree} of {total} pairwise orderings agree with the paper's log2 column (ties in the "
                    f"paper's 22.0 column count as disagreeing).")
     return out
@@ -739,6 +764,11 @@ def write_doc(rows, opt, argv, path, started, finished):
               "the orderings are. Computed from the tables above:", ""]
     lines += discussion(rows) + [""]
     lines += CAVEATS
+    lines += ["", "Wall time of each method's steps (a stage-1 base shared by several methods is trained, and "
+              "counted, once: for the first method using it):", "", "| method | CLI steps | minutes |",
+              "|---|---|---|"]
+    lines += [f"| {r['name']} | {r.get('steps', 'n/a')} | {r['seconds'] / 60:.1f} |" if "seconds" in r
+              else f"| {r['name']} | n/a | n/a |" for r in rows]
     with atomic_open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 

@@ -157,7 +157,10 @@ def test_document_with_numbers_and_failed_cells(tmp_path):
     assert "| GenComm | m2 | s2:m1m2 | 1,000 | message_extractor_m2 | 0.0020 (m1, m2) | +4.0 | +7.0 |" in text
     # two methods with an m1+m3 AP: GenComm above BackAlign, as in the paper's Table 1 -> 1 of 1 agrees
     assert "static m1+m3 AP50 (Table 1): ours GenComm > BackAlign; the paper's, same methods, GenComm > " \
-           "BackAlign; 1 of 1 pairwise orderings agree." in text
+           "BackAlign; 1 of 1 pairwise orderings agree" in text
+    # no dynamic numbers but GenComm's -> no ordering; equal values shown as a tie
+    assert "- dynamic +m2+m3+m4 AP50 (Table 2): fewer than two" in text
+    assert ch._chain(["a", "b", "c"], {"a": 2, "b": 1, "c": 1}) == "a > b = c"
     assert not list(tmp_path.glob("*.tmp*"))
 
 
