@@ -41,7 +41,8 @@ def pair_index(record_len):
 class V2VNetFusion(nn.Module):
     """``num_iteration`` rounds of: for every agent i, each agent j's state warped into i's frame,
     message m_ij = Conv3x3([h_j->i ; h_i]) x ROI(j->i), aggregated (mean or max over j, i included),
-    h_i <- ConvGRU([h_i ; m_i]) (or h_i + m_i); then the ego state through a per-cell Linear(C, C).
+    h_i <- ConvGRU(input [h_i ; m_i], hidden h_i) (or h_i + m_i); then the ego state through a per-cell
+    Linear(C, C). ``gru_hidden: zero`` starts the GRU from zeros instead, as the reference code does.
 
     Args:
         args: the ``v2vnet`` section (see ``CONFIG``).
@@ -53,6 +54,8 @@ class V2VNetFusion(nn.Module):
         "num_iteration": Key(int, 2, "message-passing rounds"),
         "gru_flag": Key(bool, True, "ConvGRU node update (false: h + aggregated message)"),
         "agg_operator": Key(str, "avg", "message aggregation over neighbours", choices=("avg", "max")),
+        "gru_hidden": Key(str, "state", "ConvGRU hidden state: the node's state h_i (the paper) or zeros (the "
+                          "reference code, which makes the update a gated tanh of its input)", choices=("state", "zero")),
         "conv_gru": Key(dict, {}, "the ConvGRU (its H / W: the map size it runs on is the input's)",
                         schema=CONV_GRU),
     }, name="v2vnet")
@@ -68,6 +71,7 @@ class V2VNetFusion(nn.Module):
             raise ConfigError(f"model.args.v2vnet.conv_gru.kernel_size needs {cfg.conv_gru.num_layers} entries "
                               f"(num_layers), got {cfg.conv_gru.kernel_size}")
         self.num_iteration, self.gru_flag, self.agg_operator = cfg.num_iteration, cfg.gru_flag, cfg.agg_operator
+        self.gru_from_state = cfg.gru_hidden == "state"
         self.msg_cnn = nn.Conv2d(2 * c, c, kernel_size=3, stride=1, padding=1)
         self.conv_gru = ConvGRU(2 * c, [c] * cfg.conv_gru.num_layers, cfg.conv_gru.kernel_size)
         self.mlp = nn.Linear(c, c)
@@ -98,7 +102,8 @@ class V2VNetFusion(nn.Module):
             message = self.msg_cnn(torch.cat([warped, h[node]], dim=1)) * roi  # (P, C, H, W)
             agg = self.aggregate(message, node, local_j, size, n)  # (N, C, H, W)
             if self.gru_flag:
-                h = self.conv_gru(torch.cat([h, agg], dim=1)[:, None])[:, 0]  # (N, C, H, W)
+                h0 = h if self.gru_from_state else None
+                h = self.conv_gru(torch.cat([h, agg], dim=1)[:, None], h0)[:, 0]  # (N, C, H, W)
             else:
                 h = h + agg
         ego = torch.cumsum(inp.record_len.long(), 0) - inp.record_len.long()  # (B,) global index of each ego

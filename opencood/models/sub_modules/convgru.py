@@ -45,10 +45,11 @@ class ConvGRU(nn.Module):
         self.cell_list = nn.ModuleList(ConvGRUCell(dims[i], dims[i + 1], tuple(kernel_sizes[i]), bias)
                                        for i in range(len(hidden_dims)))
 
-    def forward(self, x):
-        """Args: x (B, T, C_in, H, W). Returns the last layer's states (B, T, C_h, H, W)."""
+    def forward(self, x, h0=None):
+        """Args: x (B, T, C_in, H, W); h0 (B, C_h, H, W) initial hidden state of every layer (None: zeros).
+        Returns the last layer's states (B, T, C_h, H, W)."""
         for cell in self.cell_list:
-            h = x.new_zeros(x.shape[0], cell.hidden_dim, *x.shape[3:])
+            h = x.new_zeros(x.shape[0], cell.hidden_dim, *x.shape[3:]) if h0 is None else h0
             states = []
             for t in range(x.shape[1]):
                 h = cell(x[:, t], h)

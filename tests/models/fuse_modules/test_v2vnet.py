@@ -76,3 +76,22 @@ def test_zoo_v2vnet_forward_backward_and_loss_falls(make_tiny_config):
 @pytest.mark.slow
 def test_zoo_v2vnet_train_and_infer_cli(make_tiny_config, tmp_path):
     train_and_infer(make_tiny_config, "lidar_v2vnet", tmp_path)
+
+
+def test_gru_starts_from_the_node_state_as_in_the_paper_or_from_zeros_as_the_reference():
+    """One round, identity poses: h' = ConvGRUCell([h; m], h) by default, ConvGRUCell([h; m], 0) with
+    ``gru_hidden: zero``; both have the same parameters (checkpoints load either way)."""
+    x = torch.randn(2, 4, 8, 8)
+    inp = FusionInput(features=x, record_len=torch.tensor([2]), affine=_identity(1, 5))
+    outs = {}
+    for mode in ("state", "zero"):
+        net = _net(num_iteration=1, gru_hidden=mode).eval()
+        out, _ = net(inp)
+        agg = net.msg_cnn(torch.cat([x, x[:1].expand(2, -1, -1, -1)], dim=1)).mean(0, keepdim=True)
+        h0 = x[:1] if mode == "state" else torch.zeros_like(x[:1])
+        h = net.conv_gru.cell_list[0](torch.cat([x[:1], agg], dim=1), h0)
+        ref = net.mlp(h[0].permute(1, 2, 0)).permute(2, 0, 1)
+        assert torch.allclose(out[0], ref, atol=1e-5), mode
+        outs[mode] = out
+    assert not torch.allclose(outs["state"], outs["zero"])
+    assert [p.shape for p in _net(gru_hidden="zero").parameters()] == [p.shape for p in _net().parameters()]
