@@ -136,7 +136,7 @@ def test_document_with_numbers_and_failed_cells(tmp_path):
         {"name": "GenComm", "note": "", "ego": _eval(.5, .3, ms=5), "homo": _eval(.7, .5, ms=8),
          "static": {"m1+m2": _eval(.65, .45, 16384.0, 12), "m1+m3": _eval(.68, .46, 16384.0, 13)},
          "dynamic": {n: _eval(.5 + .05 * n, .3) for n in (1, 2, 3, 4)},
-         "cost": {m: cost for m in ch.NEW_TYPES}, "extra": {}},
+         "cost": {m: cost for m in ch.NEW_TYPES}, "extra": {}, "ref_params": {m: 103028 for m in ch.NEW_TYPES}},
         {"name": "BackAlign", "note": "", "ego": _eval(.5, .3), "homo": _eval(.7, .5),
          "static": {"m1+m2": err, "m1+m3": _eval(.6, .4, 524288.0)}, "dynamic": err,
          "cost": {"m2": err, "m3": dict(cost, params=50000, flops=9_000_000_000), "m4": err}, "extra": {}},
@@ -153,20 +153,30 @@ def test_document_with_numbers_and_failed_cells(tmp_path):
     assert "| GenComm | 0.650 | 0.450 | 0.680 | 0.460 |" in text
     assert "| BackAlign | n/a | n/a | 0.600 | 0.400 |" in text and "524,288 (2^19.0)" in text
     assert "- BackAlign: m1+m2: not shipped: some/missing.yaml" in text
-    assert "| GenComm | 0.550 / 0.300 | 0.600 / 0.300 | 0.650 / 0.300 | 0.700 / 0.300 | 3,000 | 0.0060 |" in text
-    assert "| GenComm | m2 | s2:m1m2 | 1,000 | message_extractor_m2 | 0.0020 (m1, m2) | +4.0 | +7.0 |" in text
+    assert "| GenComm | 0.550 / 0.300 | 0.600 / 0.300 | 0.650 / 0.300 | 0.700 / 0.300 | 3,000 | 309,084 | 0.0060 |" in text
+    assert "| GenComm | m2 | s2:m1m2 | 1,000 | 103,028 | message_extractor_m2 | 0.0020 (m1, m2) | +4.0 | +7.0 |" in text
     # two methods with an m1+m3 AP: GenComm above BackAlign, as in the paper's Table 1 -> 1 of 1 agrees
     assert "static m1+m3 AP50 (Table 1): ours GenComm > BackAlign; the paper's, same methods, GenComm > " \
-           "BackAlign; 1 of 1 pairwise orderings agree" in text
+           "BackAlign; 1 of 1 pairwise orderings agree (a tie agrees only with a tie)" in text
     # no dynamic numbers but GenComm's -> no ordering; equal values shown as a tie
     assert "- dynamic +m2+m3+m4 AP50 (Table 2): fewer than two" in text
     assert ch._chain(["a", "b", "c"], {"a": 2, "b": 1, "c": 1}) == "a > b = c"
+    assert "- GenComm's message is 1/32 of the dense feature" in text
     assert not list(tmp_path.glob("*.tmp*"))
 
 
 def test_agreement_counts_pairs():
     assert ch._agreement({"a": 3, "b": 2, "c": 1}, {"a": 1, "b": 2, "c": 3}) == (0, 3)
     assert ch._agreement({"a": 3, "b": 2, "c": None}, {"a": 5, "b": 4, "c": 9}) == (1, 1)
+    assert ch._agreement({"a": 1, "b": 1, "c": 0}, {"a": 22, "b": 22, "c": 22}) == (1, 3)  # tie = tie only
+
+
+def test_reference_geometry_parameters():
+    """Built from the full-geometry YAMLs: the reference's figures (GenComm's DME at 128 channels; BackAlign
+    m1m3 and MPDA as the issue lists them)."""
+    assert ch.reference_params(ch.RECIPES["GenComm"], "s2:m1m3") == 103_028
+    assert ch.reference_params(ch.RECIPES["BackAlign"], "s2:m1m3") == 1_187_904
+    assert ch.reference_params(ch.RECIPES["MPDA"], "s2:m1m2m3m4") == 1_917_093
 
 
 @pytest.mark.slow
@@ -185,4 +195,4 @@ def test_end_to_end_on_the_tiny_world(tiny_world, tmp_path):
         r = next(r for r in rows if r["name"] == name)
         assert not isinstance(r["dynamic"], Exception) and sorted(r["dynamic"]) == [1, 2, 3, 4]
         assert all(not isinstance(v, Exception) for v in r["static"].values())
-    assert "## Orderings against the paper" in text and "pairwise orderings agree" in text
+    assert "## Orderings against the paper" in text and "pairwise orderings agree (a tie agrees only with a tie)" in text
