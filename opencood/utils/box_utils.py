@@ -204,18 +204,22 @@ def mask_boxes_outside_range_numpy(boxes, limit_range, order, min_num_corners=8,
     return (kept, mask) if return_mask else kept
 
 
-def get_mask_for_boxes_within_range_torch(boxes, gt_range):
-    """Which boxes have all 8 corners inside ``gt_range`` (x, y and z; bounds inclusive).
+def get_mask_for_boxes_within_range_torch(boxes, gt_range, min_corners=8, bev=False):
+    """Which boxes have at least ``min_corners`` of their 8 corners inside ``gt_range`` (bounds inclusive).
 
     Args:
         boxes: (N, 8, 3) corners, torch.
         gt_range: ``[xmin, ymin, zmin, xmax, ymax, zmax]`` metres.
+        min_corners: corners that must be inside (8: the OPV2V rule; V2X-Real keeps a box with 2).
+        bev: test x and y only (V2X-Real's 2-D mask); else x, y and z.
 
     Returns:
         (N,) bool tensor.
     """
     rng = torch.as_tensor(gt_range, dtype=boxes.dtype, device=boxes.device)
-    return ((boxes >= rng[0:3]) & (boxes <= rng[3:6])).all(dim=2).all(dim=1)
+    dims = 2 if bev else 3
+    inside = ((boxes[..., :dims] >= rng[0:dims]) & (boxes[..., :dims] <= rng[3:3 + dims])).all(dim=2)  # (N, 8)
+    return inside.sum(dim=1) >= min_corners
 
 
 def remove_large_pred_bbx(bbx_3d, max_extent=6.0):

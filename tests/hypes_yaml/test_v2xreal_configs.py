@@ -124,3 +124,21 @@ def test_three_class_training_detects_every_class(tmp_path):
     assert set(aps["train"]) == {"vehicle", "pedestrian", "truck"}
     assert all(ap > 0.02 for ap in aps["train"].values()), aps
     assert aps["test"]["vehicle"] > 0.05 and aps["test"]["truck"] > 0.02 and aps["test"]["pedestrian"] > 0.0, aps
+
+
+def test_v2xreal_evaluation_keeps_boxes_with_two_corners_in_the_bev_range(v2xreal_root, tmp_path):
+    """V2X-Real's dataset sets its in-range rule on the post-processor (>= 2 corners, x/y only): a GT box
+    straddling the range edge, or above the z range, is kept there and dropped by the OPV2V rule."""
+    from opencood.data_utils.datasets import build_dataset
+    from opencood.utils import box_utils
+    hypes = load_yaml(tiny_hypes(v2xreal_root, tmp_path))
+    dataset = build_dataset(hypes, visualize=False, train=False)
+    post = dataset.post_processor
+    assert post.range_rule == (2, True)
+    x_max, z_max = post.gt_range[3], post.gt_range[5]
+    box = torch.tensor([[x_max, 0.0, 0.0, 2.0, 4.0, 1.8, 0.0],       # centre on the edge: 4 of 8 corners inside
+                        [0.0, 0.0, z_max + 5.0, 2.0, 4.0, 1.8, 0.0]])  # far above the z range
+    corners = box_utils.boxes_to_corners_3d(box, "hwl")
+    assert box_utils.get_mask_for_boxes_within_range_torch(corners, post.gt_range, *post.range_rule).tolist() == [True, True]
+    assert box_utils.get_mask_for_boxes_within_range_torch(corners, post.gt_range).tolist() == [False, False]
+    assert box_utils.get_mask_for_boxes_within_range_torch(corners[:1], post.gt_range, 5, True).tolist() == [False]

@@ -152,6 +152,9 @@ class BaseFusionDataset(Dataset):
         """Use ``post_processor`` for anchors and labels; reads its class list (``class_names``, also on its
         ``head``) and whether its ``generate_label`` takes the GT classes (``gt_class`` / ``classes``)."""
         self.post_processor = post_processor
+        rule = getattr(type(self.base), "EVAL_RANGE_RULE", None)
+        if rule is not None and hasattr(post_processor, "range_rule"):
+            post_processor.range_rule = tuple(rule)  # the dataset's own in-range rule for GT and predictions
         self.anchor_box = post_processor.generate_anchor_box()  # (H', W', A, 7)
         names = getattr(post_processor, "class_names", None)
         if names is None:

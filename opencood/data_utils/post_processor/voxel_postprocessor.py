@@ -78,6 +78,8 @@ class VoxelPostprocessor:
         self.max_box_extent = float(cfg.max_box_extent)
         self.pred_z_range = [float(v) for v in cfg.pred_z_range]
         self.gt_range = list(self.head.grid.gt_range)
+        # which boxes count as inside gt_range: (corners needed, x/y only); the dataset may set its own rule
+        self.range_rule = (8, False)
         self.anchor_num = self.head.num_anchors
         self.pos_threshold = float(cfg.target_args.pos_threshold)
         self.neg_threshold = float(cfg.target_args.neg_threshold)
@@ -217,7 +219,7 @@ class VoxelPostprocessor:
             return None
         keep = self._nms(corners, scores, labels)
         corners, scores, labels = corners[keep], scores[keep], labels[keep]
-        keep = box_utils.get_mask_for_boxes_within_range_torch(corners, self.gt_range)
+        keep = box_utils.get_mask_for_boxes_within_range_torch(corners, self.gt_range, *self.range_rule)
         corners, scores, labels = corners[keep], scores[keep], labels[keep]
         if corners.shape[0] == 0:
             return None
@@ -280,7 +282,7 @@ class VoxelPostprocessor:
             first.setdefault(obj_id, i)
         unique = torch.as_tensor(sorted(first.values()), dtype=torch.long, device=device)
         corners, labels = corners[unique], labels[unique]  # (G', 8, 3), (G',)
-        inside = box_utils.get_mask_for_boxes_within_range_torch(corners, self.gt_range)
+        inside = box_utils.get_mask_for_boxes_within_range_torch(corners, self.gt_range, *self.range_rule)
         return (corners[inside], labels[inside]) if return_labels else corners[inside]
 
 

@@ -105,6 +105,10 @@ class V2XRealBaseDataset(OPV2VBaseDataset):
         order: box layout of the records' objects (``postprocess.order``).
     """
 
+    # evaluation boxes (GT and predictions) count as inside gt_range with >= 2 of their 8 corners inside the
+    # x/y range (the reference's 2-D mask), not all 8 in x, y and z as in OPV2V
+    EVAL_RANGE_RULE = (2, True)
+
     CONFIG = OPV2VBaseDataset.CONFIG.extend({
         "dataset_mode": Key(str, "vc", "agents and ego: vc vehicles first then RSUs, ic RSUs first, v2v vehicles "
                                        "only, i2i RSUs only", choices=DATASET_MODES),
