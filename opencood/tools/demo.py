@@ -45,9 +45,9 @@ DEMO_YAMLS = os.path.join(REPO, "opencood", "hypes_yaml", "demo", "gencomm")
 PRESET_DEFAULTS = {"gpu": (os.path.join(REPO, "opencood", "hypes_yaml", "demo", "gencomm_gpu"),
                            os.path.join("opencood", "logs", "demo_gpu"), 8, 4)}
 FALLBACK_DEFAULTS = (DEMO_YAMLS, os.path.join("opencood", "logs", "demo"), 2, 1)
-# --dataset -> its GenComm stage-1 m1 config (demo geometry: 0.8 m pillars, slim channels, 8 epochs); the
-# paths in it start with DATASET_ROOT, which the demo replaces by --root
-DATASET_DEMOS = {"dairv2x": os.path.join(REPO, "opencood", "hypes_yaml", "dairv2x", "GenComm_yamls", "tiny",
+# --dataset -> its GenComm stage-1 m1 config (demo geometry: 0.8 m pillars, slim channels; DAIR 16 epochs, V2X-Real
+# 8); the paths in it start with DATASET_ROOT, which the demo replaces by --root
+DATASET_DEMOS = {"dairv2x": os.path.join(REPO, "opencood", "hypes_yaml", "dairv2x", "GenComm_yamls", "demo",
                                          "stage1", "m1_att.yaml"),
                  "v2xreal": os.path.join(REPO, "opencood", "hypes_yaml", "v2xreal", "GenComm_yamls", "tiny",
                                          "stage1", "m1_att.yaml")}
