@@ -14,16 +14,20 @@ one) inference run. Every step is the CLI a researcher types, in its own process
  3. ``heal_tools.py merge_and_save`` into each stage-2 folder, then ``train.py -y None --model_dir`` (stage 2
     continues from the merged ``net_epoch1.pth``, so it trains ``--epochs`` epochs on top of it);
  4. ``heal_tools.py merge_and_save`` of the stage-2 runs into the inference folder (per-type methods);
- 5. ``inference.py -f intermediate`` for the static m1+m2 / m1+m3 runs, ``inference.py -f no`` and
+ 5. ``inference.py -f intermediate`` for the static m1+m2 / m1+m3 runs (every method with the same composition:
+    ego m1, every other agent the new type, :func:`static_sets`), ``inference.py -f no`` and
     ``-f intermediate`` for the ego's stage-1 base (ego only / homogeneous), and
     ``inference_heter_in_order.py --use_cav [1,2,3,4]`` for the dynamic joining (+m2, +m2+m3, +m2+m3+m4).
 A method whose recipe YAML is not shipped, or whose step fails, gets cells saying so; the script goes on.
 
 Cost columns, per new agent type (the stage-2 model that admits that type):
- - trainable parameters: ``requires_grad`` parameters of that stage-2 model, built from its config;
+ - trainable parameters: ``requires_grad`` parameters of that stage-2 model, built from its config, and of the
+   same model built from the reference's full-geometry YAML (:data:`REFERENCE_ROOTS`; comparable with the
+   paper's #P; nothing is trained at that geometry);
  - GFLOPs: ``torch.utils.flop_counter.FlopCounterMode`` over one forward (batch 1, eval, no grad, on the CPU) of
-   the first test frame of that run's dataset, summed over the *trained* top-level modules (the ones the
-   stage-2 training moves). FLOPs are counted as FlopCounterMode counts them: 2 per multiply-add (fvcore,
+   the first test frame of that run's dataset holding an agent of the new type (with the static composition of
+   :func:`static_sets` when the assignment json gives none), summed over the *trained* top-level modules (the
+   ones the stage-2 training moves). FLOPs are counted as FlopCounterMode counts them: 2 per multiply-add (fvcore,
    which the paper's #F probably used, counts 1 per multiply-add: divide by 2 to compare). FlopCounterMode does
    not see torchvision's ``deform_conv2d``; on the CPU our deformable convolution runs as bilinear sampling of
    the 3x3 taps plus one ``einsum`` contraction (``opencood/ops/deform_conv.py``), and the counter sees that
@@ -768,7 +772,7 @@ def write_doc(rows, opt, argv, path, started, finished):
         "GenComm paper's Table 1 (static: ego m1 + one new type) and Table 2 (dynamic: m2, m3, m4 join the ego "
         "one by one), plus the cost of each new agent type.",
         "",
-        f"- command: `python opencood/tools/compare_heterogeneous.py {shlex.join(argv)}`",
+        f"- command: `{' '.join(['python opencood/tools/compare_heterogeneous.py'] + ([shlex.join(argv)] if argv else []))}`",
         f"- when: started {time.strftime(fmt, time.gmtime(started))}, finished "
         f"{time.strftime(fmt, time.gmtime(finished))} ({(finished - started) / 60:.1f} min)",
         f"- machine: {machine_text(opt.device_used)}",
@@ -847,10 +851,11 @@ def write_doc(rows, opt, argv, path, started, finished):
 CAVEATS = [
     "How to read this:",
     "",
-    "- With the tiny preset (one epoch per stage, a handful of test frames) the APs are dominated by training "
-    "noise: one epoch is far from convergence, and differences of a few points between methods are not "
-    "significant. Orderings of AP that agree or disagree with the paper are therefore weak evidence either way; "
-    "`--preset demo` (CPU, longer) or `--preset gpu` give numbers worth discussing.",
+    "- With the tiny preset (one epoch per stage on six training frames, three test frames) the detectors have "
+    "not learned yet: APs at or near 0, so the AP columns show that every recipe runs end to end, not which "
+    "method is more accurate; AP orderings that agree or disagree with the paper are no evidence either way. "
+    "`--preset demo` (CPU, hours) or `--preset gpu` (one GPU) train long enough for the AP columns to mean "
+    "something (docs/gpu_demo.md: GenComm's own pipeline at the GPU preset).",
     "- Parameter, FLOP and message orderings do not depend on training: they follow from the architectures at "
     "the configs' geometry. At the CPU geometry (64 channels, small grids, small camera images) the absolute "
     "counts are much smaller than the paper's, and the ratios between methods shift with the channel count "
