@@ -184,7 +184,8 @@ def scale_lr_steps(h, epochs):
     """A multistep schedule's ``step_size`` epochs scaled from the config's ``epoches`` to ``epochs`` (rounded,
     at least 1), so the learning rate drops at the same fraction of a longer or shorter training."""
     sched, written = h.get("lr_scheduler") or {}, int(h["train_params"]["epoches"])
-    if sched.get("core_method") == "multistep" and written > 0 and epochs != written:
+    if sched.get("core_method") == "multistep" and sched.get("step_size") is not None and written > 0 \
+            and epochs != written:
         steps = sched["step_size"] if isinstance(sched["step_size"], list) else [sched["step_size"]]
         sched["step_size"] = [max(1, round(int(e) * epochs / written)) for e in steps]
 

@@ -107,3 +107,13 @@ def test_two_methods_side_by_side_with_the_teacher_and_a_time_limit(tiny_world, 
     (late,) = benchmark_zoo.main(argv)
     assert late["stopped"] and 1 <= late["epochs"] < 500 and late["train_s"] < 25 + benchmark_zoo.STOP_GRACE_S + 5
     assert "(time limit)" in (tmp_path / "r2.md").read_text()
+
+
+def test_scale_lr_steps_scales_milestones_and_leaves_a_schedule_without_steps_alone():
+    from opencood.tools.benchmark_zoo import scale_lr_steps
+    h = {"train_params": {"epoches": 20}, "lr_scheduler": {"core_method": "multistep", "step_size": [10, 15]}}
+    scale_lr_steps(h, 40)
+    assert h["lr_scheduler"]["step_size"] == [20, 30]
+    bare = {"train_params": {"epoches": 20}, "lr_scheduler": {"core_method": "multistep"}}
+    scale_lr_steps(bare, 40)
+    assert "step_size" not in bare["lr_scheduler"]
