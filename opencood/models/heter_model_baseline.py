@@ -33,6 +33,7 @@ from opencood.utils.bev_grid import BEVGrid, CameraGrid
 from opencood.utils.camera_utils import GRID_CONF
 from opencood.utils.config import REQUIRED, Key, LookupFailed, Schema, registry_schema, schema_of
 from opencood.utils.errors import ConfigError, DataError
+from opencood.utils.heter_utils import parse_ego_modality
 from opencood.utils.registry import ENCODERS, FUSION_MODULES, MODELS
 from opencood.utils.transformation_utils import normalize_pairwise_tfm
 
@@ -170,6 +171,16 @@ class HeterModelBaseline(CooperativeModel):
             raise ConfigError(f"{self.source}: missing key 'model.args.anchor_number'")
         for name, head in build_detection_heads(self.feature.channels, cfg, self.source).items():
             setattr(self, name, head)  # top-level: checkpoint keys cls_head., reg_head., dir_head.
+
+    def ego_types_of(self, ego_modality):
+        """``model.args.ego_modality`` (``'m1'`` or ``'m1&m2'``) as a list of this model's agent types; a type
+        without a section in ``model.args`` is a one-line ConfigError."""
+        types = parse_ego_modality(ego_modality)
+        missing = [m for m in types if m not in self.modalities]
+        if missing:
+            raise ConfigError(f"{self.source}: model.args.ego_modality: ego type '{missing[0]}' has no section in "
+                              f"model.args (known: {self.modalities})")
+        return types
 
     # --- the chain (classmethods: no modules built) ---------------------------------------------------
 

@@ -16,7 +16,6 @@ from opencood.models.frozen_base import FrozenBaseMixin
 from opencood.models.heter_model_baseline import HeterModelBaseline
 from opencood.utils.config import REQUIRED, Key
 from opencood.utils.errors import ConfigError
-from opencood.utils.heter_utils import parse_ego_modality
 from opencood.utils.registry import MODELS
 
 TYPE_STAGES = ("encoder", "backbone", "shrinker")
@@ -39,11 +38,7 @@ class HeterModelBaselineWBackAlign(FrozenBaseMixin, HeterModelBaseline):
     def __init__(self, args):
         super().__init__(args)
         cfg = self.CONFIG.parse(args, "model.args", self.source)
-        self.ego_types = parse_ego_modality(cfg.ego_modality)
-        missing = [m for m in self.ego_types if m not in self.modalities]
-        if missing:
-            raise ConfigError(f"{self.source}: model.args.ego_modality: ego type '{missing[0]}' has no section in "
-                              f"model.args (known: {self.modalities})")
+        self.ego_types = self.ego_types_of(cfg.ego_modality)
         new_types = [m for m in self.modalities if m not in self.ego_types]
         if not new_types:
             raise ConfigError(f"{self.source}: model.args: BackAlign needs a new agent type besides ego_modality "

@@ -30,7 +30,6 @@ from opencood.models.heter_model_baseline import HeterModelBaseline
 from opencood.models.point_pillar_where2comm import agent_confidence
 from opencood.models.sub_modules.codebook import CODEBOOK, ResidualCodebookQuantizer
 from opencood.utils.config import REQUIRED, Key
-from opencood.utils.errors import ConfigError
 from opencood.utils.registry import MODELS
 
 
@@ -56,9 +55,8 @@ class HeterModelBaselineWCodebook(FrozenBaseMixin, HeterModelBaseline):
     def __init__(self, args):
         super().__init__(args)
         cfg = self.CONFIG.parse(args, "model.args", self.source)
-        if cfg.ego_modality is not None and cfg.ego_modality not in self.modalities:
-            raise ConfigError(f"{self.source}: model.args.ego_modality: ego type '{cfg.ego_modality}' has no "
-                              f"section in model.args (known: {self.modalities})")
+        if cfg.ego_modality is not None:
+            self.ego_types_of(cfg.ego_modality)
         self.codebook = ResidualCodebookQuantizer.from_config(cfg.codebook, self.feature.channels,
                                                               source=self.source)
         self.communication = Communication(cfg.communication, where="model.args.communication",

@@ -51,7 +51,6 @@ from opencood.models.sub_modules.degradation import MessageDegradation
 from opencood.models.sub_modules.message_extractor import MessageExtractor
 from opencood.utils.config import REQUIRED, Key
 from opencood.utils.errors import ConfigError
-from opencood.utils.heter_utils import parse_ego_modality
 from opencood.utils.registry import MODELS
 
 GENERATION_STARTS = ("ego_frame", "sender_frame")
@@ -223,11 +222,7 @@ class HeterModelBaselineWGenCommStage2(FrozenBaseMixin, HeterModelBaselineWGenCo
     def __init__(self, args):
         super().__init__(args)
         cfg = self.CONFIG.parse(args, "model.args", self.source)
-        self.ego_types = parse_ego_modality(cfg.ego_modality)
-        missing = [m for m in self.ego_types if m not in self.modalities]
-        if missing:
-            raise ConfigError(f"{self.source}: model.args.ego_modality: ego type '{missing[0]}' has no section in "
-                              f"model.args (known: {self.modalities})")
+        self.ego_types = self.ego_types_of(cfg.ego_modality)
         self.trainable_modules = [f"message_extractor_{m}" for m in self.modalities
                                   if m not in self.ego_types]
         if not self.trainable_modules:

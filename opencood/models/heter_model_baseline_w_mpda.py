@@ -51,9 +51,8 @@ class HeterModelBaselineWMPDA(FrozenBaseMixin, HeterModelBaseline):
     def __init__(self, args):
         super().__init__(args)
         cfg = self.CONFIG.parse(args, "model.args", self.source)
-        if cfg.ego_modality is not None and cfg.ego_modality not in self.modalities:
-            raise ConfigError(f"{self.source}: model.args.ego_modality: ego type '{cfg.ego_modality}' has no "
-                              f"section in model.args (known: {self.modalities})")
+        if cfg.ego_modality is not None:
+            self.ego_types_of(cfg.ego_modality)
         c = self.feature.channels
         checks = [("resizer.input_channel", cfg.resizer.input_channel),
                   ("resizer.output_channel", cfg.resizer.output_channel),
