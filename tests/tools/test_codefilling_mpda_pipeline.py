@@ -4,35 +4,29 @@ moves; MPDA: resizer, CDT, domain classifier and heads move; frozen encoders and
 bit-identical); static inference (with the message size) and dynamic joining of 1..4 agents."""
 import glob
 import os
-import shutil
 
 import pytest
 import torch
 import yaml
 
-from opencood.tools import heal_tools, inference, inference_heter_in_order, trainer
+from opencood.tools import heal_tools, inference, inference_heter_in_order
 from opencood.utils.checkpoint import read_state_dict
+from tests.tools.pipeline_steps import stage_dir, train_cli
 
 TINY = "opencood/hypes_yaml/opv2v/GenComm_yamls/baselines/tiny"
 MOVED = {"CodeFilling": {"codebook"},
          "MPDA": {"resizer", "cdt", "domain_classifier", "cls_head", "reg_head", "dir_head"}}
 
 
-def _train(args):
-    return trainer.run(trainer.build_parser().parse_args(args + ["--num_workers", "0", "--skip_test"]))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["CodeFilling", "MPDA"])
 def test_stage2_recipe(method, make_tiny_config, tmp_path):
-    s1 = {m: _train(["-y", make_tiny_config(f"{TINY}/stage1/{m}_att.yaml", epoches=1), "--log_root",
-                     str(tmp_path / "logs")]) for m in ("m1", "m3")}
-    s2 = str(tmp_path / f"m1m3_{method}")
-    os.mkdir(s2)
-    shutil.copy(make_tiny_config(f"{TINY}/stage2/{method}/m1m3_att.yaml", epoches=2, eval_freq=1),
-                os.path.join(s2, "config.yaml"))
+    s1 = {m: train_cli(["-y", make_tiny_config(f"{TINY}/stage1/{m}_att.yaml", epoches=1), "--log_root",
+                        str(tmp_path / "logs")]) for m in ("m1", "m3")}
+    s2 = stage_dir(tmp_path, f"m1m3_{method}", make_tiny_config(f"{TINY}/stage2/{method}/m1m3_att.yaml", epoches=2,
+                                                                eval_freq=1))
     heal_tools.merge_and_save_final([s1["m3"], s1["m1"]], s2)  # the collaboration base (m1) last
-    _train(["-y", "None", "--model_dir", s2])  # continues from the merged net_epoch1.pth
+    train_cli(["-y", "None", "--model_dir", s2])  # continues from the merged net_epoch1.pth
     merged = read_state_dict(os.path.join(s2, "net_epoch1.pth"))
     trained = read_state_dict(os.path.join(s2, "net_epoch2.pth"))
     changed = {k.split(".")[0] for k in trained if k not in merged or not torch.equal(merged[k], trained[k])}
@@ -52,12 +46,10 @@ def test_stage2_recipe(method, make_tiny_config, tmp_path):
 
 
 def _stage2(make_tiny_config, tmp_path, method, combo, stage1_runs, epoches=2):
-    out = str(tmp_path / f"{combo}_{method}")
-    os.mkdir(out)
-    shutil.copy(make_tiny_config(f"{TINY}/stage2/{method}/{combo}_att.yaml", epoches=epoches, eval_freq=1),
-                os.path.join(out, "config.yaml"))
+    out = stage_dir(tmp_path, f"{combo}_{method}",
+                    make_tiny_config(f"{TINY}/stage2/{method}/{combo}_att.yaml", epoches=epoches, eval_freq=1))
     heal_tools.merge_and_save_final(stage1_runs, out)
-    _train(["-y", "None", "--model_dir", out])
+    train_cli(["-y", "None", "--model_dir", out])
     return out
 
 
@@ -65,8 +57,8 @@ def _stage2(make_tiny_config, tmp_path, method, combo, stage1_runs, epoches=2):
 def test_four_type_sets_retrained_and_agents_joining_one_by_one(make_tiny_config, tmp_path):
     """CodeFilling and MPDA retrain for m1m2m3m4 (stage-1 bases of all four types, m1 merged last), then
     dynamic joining of m1, +m2, +m3, +m4."""
-    s1 = {m: _train(["-y", make_tiny_config(f"{TINY}/stage1/{m}_att.yaml", epoches=1), "--log_root",
-                     str(tmp_path / "logs")]) for m in ("m1", "m2", "m3", "m4")}
+    s1 = {m: train_cli(["-y", make_tiny_config(f"{TINY}/stage1/{m}_att.yaml", epoches=1), "--log_root",
+                        str(tmp_path / "logs")]) for m in ("m1", "m2", "m3", "m4")}
     for method in ("CodeFilling", "MPDA"):
         run = _stage2(make_tiny_config, tmp_path, method, "m1m2m3m4", [s1["m2"], s1["m3"], s1["m4"], s1["m1"]])
         merged = read_state_dict(os.path.join(run, "net_epoch1.pth"))

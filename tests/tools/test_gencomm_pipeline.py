@@ -2,7 +2,6 @@
 stage 1 for m1..m4, merge, stage 2 (DME only) for m1m2/m1m3/m1m4, merge, dynamic in-order inference."""
 import glob
 import os
-import shutil
 
 import pytest
 import torch
@@ -10,19 +9,9 @@ import yaml
 
 from opencood.tools import demo, heal_tools, inference, inference_heter_in_order, trainer
 from opencood.utils.checkpoint import read_state_dict
+from tests.tools.pipeline_steps import stage_dir, train_cli
 
 DEMO = "opencood/hypes_yaml/demo/gencomm"
-
-
-def _train(args):
-    return trainer.run(trainer.build_parser().parse_args(args + ["--num_workers", "0", "--skip_test"]))
-
-
-def _stage_dir(tmp_path, name, cfg):
-    d = tmp_path / name
-    d.mkdir()
-    shutil.copy(cfg, d / "config.yaml")
-    return str(d)
 
 
 def _infer(model_dir, fusion):
@@ -34,15 +23,15 @@ def test_three_stage_pipeline(make_tiny_config, tmp_path, capsys):
     s1 = {}
     for m in ("m1", "m2", "m3", "m4"):
         cfg = make_tiny_config(f"{DEMO}/stage1/{m}_att.yaml", epoches=1, batch_size=1)
-        s1[m] = _train(["-y", cfg, "--log_root", str(tmp_path / "logs")])
+        s1[m] = train_cli(["-y", cfg, "--log_root", str(tmp_path / "logs")])
     for fusion in ("intermediate", "no", "single"):
         _infer(s1["m1"], fusion)
     s2 = {}
     for m in ("m2", "m3", "m4"):
         cfg = make_tiny_config(f"{DEMO}/stage2/m1{m}_att.yaml", epoches=2, batch_size=1, eval_freq=1)
-        s2[m] = _stage_dir(tmp_path, f"m1{m}", cfg)
+        s2[m] = stage_dir(tmp_path, f"m1{m}", cfg)
         heal_tools.merge_and_save_final([s1[m], s1["m1"]], s2[m])
-        _train(["-y", "None", "--model_dir", s2[m]])  # continues from the merged net_epoch1.pth
+        train_cli(["-y", "None", "--model_dir", s2[m]])  # continues from the merged net_epoch1.pth
         merged = read_state_dict(os.path.join(s2[m], "net_epoch1.pth"))
         trained = read_state_dict(os.path.join(s2[m], "net_epoch2.pth"))
         changed = {k.split(".")[0] for k in merged if not torch.equal(merged[k], trained[k])}
@@ -51,7 +40,7 @@ def test_three_stage_pipeline(make_tiny_config, tmp_path, capsys):
         assert all(torch.equal(base[k], trained[k]) for k in base if k.startswith(("encoder_m1", "cls_head")))
         _infer(s2[m], "intermediate")
 
-    final = _stage_dir(tmp_path, "final", make_tiny_config(f"{DEMO}/stage2/m1m2m3m4_att_infer.yaml"))
+    final = stage_dir(tmp_path, "final", make_tiny_config(f"{DEMO}/stage2/m1m2m3m4_att_infer.yaml"))
     heal_tools.merge_and_save_final([s2["m2"], s2["m3"], s2["m4"]], final)
     res = inference_heter_in_order.main(["--model_dir", final, "--use_cav", "[1,2,3,4]", "--num_workers", "0"])
     assert set(res) == {1, 2, 3, 4}
@@ -71,7 +60,7 @@ def test_stage2_refuses_merged_checkpoint_without_ego_modules(make_tiny_config, 
     from opencood.tools.train_utils import create_model
     from opencood.utils.checkpoint import atomic_torch_save
     cfg = make_tiny_config(f"{DEMO}/stage2/m1m2_att.yaml")
-    run = _stage_dir(tmp_path, "m1m2", cfg)
+    run = stage_dir(tmp_path, "m1m2", cfg)
     sd = {k: v for k, v in create_model(load_yaml(cfg)).state_dict().items() if not k.startswith("encoder_m1")}
     atomic_torch_save(sd, os.path.join(run, "net_epoch1.pth"))
     with pytest.raises(SystemExit) as e:
