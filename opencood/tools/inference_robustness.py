@@ -179,17 +179,23 @@ def evaluate_level(model, hypes, inf_opt, opt, level, device, tag):
     return {variant: {name: float(values[key]) for name, key in AP_KEYS} for variant, values in aps.items()}
 
 
-def sweep_run(model_dir, opt, levels, device, name=None):
-    """Every level of one run folder. Returns ``{label: {'model_dir', 'fusion_method', 'global_sort': {ap30:
-    [per level], ...}, 'no_global_sort': {...}}}`` (two labels with ``--also_laplace``)."""
-    fusion = run_fusion(model_dir, opt)
+def load_run(model_dir, fusion, opt, device):
+    """``(inference options, test hypes, model in eval mode on device)`` of one run folder evaluated with
+    ``-f fusion`` (``opt``: ``num_workers``, ``max_frames``), as ``inference.py`` would prepare them."""
     inf_opt = inference.build_parser().parse_args(
         ["--model_dir", model_dir, "-f", fusion, "--num_workers", str(opt.num_workers)]
         + ([] if opt.max_frames is None else ["--max_frames", str(opt.max_frames)]))
     hypes = inference.prepare_hypes(inf_opt)
     model = train_utils.create_model(hypes)
     _, model = train_utils.load_saved_model(model_dir, model)
-    model.to(device).eval()
+    return inf_opt, hypes, model.to(device).eval()
+
+
+def sweep_run(model_dir, opt, levels, device, name=None):
+    """Every level of one run folder. Returns ``{label: {'model_dir', 'fusion_method', 'global_sort': {ap30:
+    [per level], ...}, 'no_global_sort': {...}}}`` (two labels with ``--also_laplace``)."""
+    fusion = run_fusion(model_dir, opt)
+    inf_opt, hypes, model = load_run(model_dir, fusion, opt, device)
     name = name or run_label(model_dir)
     rows = {}
     for laplace in ([False, True] if opt.sweep == "noise" and opt.also_laplace else [False]):

@@ -30,7 +30,7 @@ import yaml
 
 from opencood.data_utils.datasets import build_dataset
 from opencood.hypes_yaml.yaml_utils import load_yaml, save_yaml
-from opencood.tools import inference, inference_robustness as robust, train_utils
+from opencood.tools import inference, inference_robustness as robust
 from opencood.utils import eval_utils
 from opencood.utils.atomic_io import atomic_open
 from opencood.utils.errors import ConfigError, exit_on_error
@@ -159,13 +159,7 @@ def run_sweeps(names, labels, opt, env):
 def ego_only(model_dir, opt, device):
     """Clean ego-only APs of one run: ``{'fusion_method', 'global_sort': {ap30, ap50, ap70}, 'no_global_sort'}``."""
     mode = "no" if fusion_of(model_dir) == "intermediate" else "single"
-    inf_opt = inference.build_parser().parse_args(
-        ["--model_dir", model_dir, "-f", mode, "--num_workers", str(opt.num_workers)]
-        + ([] if opt.max_frames is None else ["--max_frames", str(opt.max_frames)]))
-    hypes = inference.prepare_hypes(inf_opt)
-    model = train_utils.create_model(hypes)
-    _, model = train_utils.load_saved_model(model_dir, model)
-    model.to(device).eval()
+    inf_opt, hypes, model = robust.load_run(model_dir, mode, opt, device)
     np.random.seed(opt.seed)
     torch.manual_seed(opt.seed)
     stat, _ = inference.evaluate(model, build_dataset(hypes, visualize=True, train=False), inf_opt, opt.out_dir,
